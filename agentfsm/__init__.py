@@ -1,0 +1,98 @@
+"""agentfsm: LLM agents as explicit, typed, serializable state machines.
+
+Everything public is importable from here (and from ``agentfsm.store`` and
+``agentfsm.testing``); every other module is internal.
+"""
+
+from agentfsm.agents import AsyncOpenAISimpleAgent
+from agentfsm.errors import (
+    AgentFSMError,
+    ConfigurationError,
+    ConversationFinishedError,
+    HookError,
+    InvalidHistoryError,
+    InvalidInputError,
+    RunError,
+    RunInProgressError,
+    SerializationError,
+    ToolArgumentError,
+    ToolDefinitionError,
+    UnknownHookError,
+)
+from agentfsm.hooks import (
+    AfterRequestEvent,
+    BeforeRequestEvent,
+    ContextOverflowEvent,
+    Event,
+    FinalResponseEvent,
+    FunctionCallEndEvent,
+    FunctionCallErrorEvent,
+    FunctionCallStartEvent,
+    ManualStopEvent,
+    MaxTurnsReachedEvent,
+    MessageDroppedEvent,
+    TokenEvent,
+    TransitionEvent,
+)
+from agentfsm.messages import (
+    AssistantMessage,
+    SystemMessage,
+    TextPart,
+    ToolCall,
+    ToolMessage,
+    UserMessage,
+)
+from agentfsm.response import AgentResponse
+from agentfsm.serde import dumps, loads
+from agentfsm.state import Conversation, ErrorInfo, Phase, StopReason, TransitionRecord, Usage
+from agentfsm.tools import Tool, ToolContext, tool
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AfterRequestEvent",
+    "AgentFSMError",
+    "AgentResponse",
+    "AssistantMessage",
+    "AsyncOpenAISimpleAgent",
+    "BeforeRequestEvent",
+    "ConfigurationError",
+    "ContextOverflowEvent",
+    "Conversation",
+    "ConversationFinishedError",
+    "ErrorInfo",
+    "Event",
+    "FinalResponseEvent",
+    "FunctionCallEndEvent",
+    "FunctionCallErrorEvent",
+    "FunctionCallStartEvent",
+    "HookError",
+    "InvalidHistoryError",
+    "InvalidInputError",
+    "ManualStopEvent",
+    "MaxTurnsReachedEvent",
+    "MessageDroppedEvent",
+    "Phase",
+    "RunError",
+    "RunInProgressError",
+    "SerializationError",
+    "StopReason",
+    "SystemMessage",
+    "TextPart",
+    "TokenEvent",
+    "Tool",
+    "ToolArgumentError",
+    "ToolCall",
+    "ToolContext",
+    "ToolDefinitionError",
+    "ToolMessage",
+    "TransitionEvent",
+    "TransitionRecord",
+    "UnknownHookError",
+    "Usage",
+    "UserMessage",
+    "__version__",
+    "dumps",
+    "loads",
+    "tool",
+]

@@ -1,0 +1,564 @@
+"""The agent: configuration, plus ``start`` / ``step`` / ``iter`` / ``run`` / ``send_message``."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import attrs
+import openai
+import structlog
+
+from agentfsm import machine
+from agentfsm.context import ContextSettings
+from agentfsm.errors import ConfigurationError, InvalidInputError, RunInProgressError
+from agentfsm.executor import ToolExecutor
+from agentfsm.hooks import (
+    AfterRequestEvent,
+    BeforeRequestEvent,
+    Event,
+    FinalResponseEvent,
+    Hook,
+    ManualStopEvent,
+    MaxTurnsReachedEvent,
+    TransitionEvent,
+    _DebugPrinter,
+    _Hooks,
+)
+from agentfsm.messages import (
+    ContentPart,
+    Message,
+    RawPart,
+    TextPart,
+    ToolCall,
+    UserMessage,
+    _content_from_openai,
+    history_from_openai,
+    messages_to_openai,
+    unanswered_results,
+)
+from agentfsm.providers.openai import (
+    REQUEST_ERRORS,
+    RESERVED_PARAMS,
+    ModelReply,
+    OpenAIChatModel,
+    error_info,
+)
+from agentfsm.response import AgentResponse
+from agentfsm.state import Conversation, ErrorInfo, Phase, StopReason, TransitionRecord, Usage
+from agentfsm.stop import STOPPED, StopSignalFunction, _StopBoard, _Stopped, _StopSignal, _StopWatch
+from agentfsm.tools import Tool, ToolContext, tools_from_registry
+
+__all__ = ["Agent", "UserInput"]
+
+log = structlog.get_logger(__name__)
+
+UserInput = str | Sequence[str | Mapping[str, Any] | ContentPart]
+"""A user message: text, or a list of content parts (text strings and OpenAI part dicts)."""
+
+
+class Agent:
+    """An LLM agent over any OpenAI-compatible chat-completions server.
+
+    The agent is configuration and code; the conversation it runs is a separate, serializable
+    :class:`~agentfsm.Conversation`. Drive it whole (:meth:`send_message`) or one transition at
+    a time (:meth:`start`, :meth:`step`, :meth:`iter`, :meth:`response`).
+
+    Args:
+        model: the model name sent with every request (the only required argument).
+        agent_name: a name for logs, hooks and the conversation.
+        agent_description: what the agent does (for people and for multi-agent setups).
+        api_key: the key; falls back to ``OPENAI_API_KEY``. Never shown in a repr or log.
+        base_url: the server; falls back to ``OPENAI_BASE_URL``, then OpenAI.
+        client: your own ``openai.AsyncOpenAI`` (then ``api_key``/``base_url`` are not used).
+        temperature: sampling temperature (0 to 2), or ``None`` to use the server's default.
+        max_completion_tokens: cap on each answer's tokens, or ``None``.
+        request_params: further chat-completions parameters sent with every request
+            (``top_p``, ``seed``, ``reasoning_effort`` …).
+        system_prompt: sent verbatim as the first message ("" sends none).
+        manual_stop_signal_function: sync or async callable, taking any of ``chat_id`` and
+            ``user_id``, returning true to stop the run.
+        check_for_stop_signal_time: seconds between polls of that function while a model
+            request or tools are running.
+        max_turns: model calls allowed per run.
+        max_function_calls: tool calls allowed per run (``None``: no limit).
+        tool_registry: ``@tool`` functions, ``Tool`` objects, plain functions, or
+            ``{"name", "function_schema", "func"}`` dicts.
+        execute_function_concurrently: run one message's tool calls at the same time.
+        hooks: hook name to a callable (or a list of them) taking the hook's event.
+        raise_hook_errors: let an exception in a hook end the run (default: log it).
+        context_handling_method, max_context_length, max_token_per_message,
+        max_messages_in_context, dropping_strategy, prompt_when_context_overflow,
+        prompt_when_message_is_dropped, keep_function_calls_in_context: how the context is
+            fitted into the model's window (see :class:`~agentfsm.context.ContextSettings`).
+        clock: the time source for transition timestamps (tests inject a fake one).
+
+    Raises:
+        ConfigurationError: any value that cannot work, named with what is allowed.
+    """
+
+    _streaming = False
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        agent_name: str = "agent",
+        agent_description: str = "",
+        api_key: str | None = None,
+        base_url: str | None = None,
+        client: openai.AsyncOpenAI | None = None,
+        temperature: float | None = None,
+        max_completion_tokens: int | None = None,
+        request_params: Mapping[str, Any] | None = None,
+        system_prompt: str = "",
+        manual_stop_signal_function: StopSignalFunction | None = None,
+        check_for_stop_signal_time: float = 3,
+        max_turns: int = 10,
+        max_function_calls: int | None = None,
+        tool_registry: Iterable[Tool | Mapping[str, Any] | Callable[..., Any]] | None = None,
+        execute_function_concurrently: bool = True,
+        hooks: Mapping[str, Hook | Sequence[Hook]] | None = None,
+        raise_hook_errors: bool = False,
+        context_handling_method: str = "accurate",
+        max_context_length: int | None = None,
+        max_token_per_message: int | None = None,
+        max_messages_in_context: int | None = None,
+        dropping_strategy: str = "simple",
+        prompt_when_context_overflow: str | None = None,
+        prompt_when_message_is_dropped: str | None = None,
+        keep_function_calls_in_context: bool = True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        _require(isinstance(model, str) and model.strip() != "", "model must be a non-empty string")
+        _require(
+            isinstance(agent_name, str) and agent_name.strip() != "",
+            "agent_name must be a non-empty string",
+        )
+        _require(isinstance(agent_description, str), "agent_description must be a string")
+        _require(isinstance(system_prompt, str), "system_prompt must be a string")
+        _require(
+            isinstance(max_turns, int) and not isinstance(max_turns, bool) and max_turns >= 1,
+            f"max_turns must be an integer >= 1, got {max_turns!r}",
+        )
+        _require(
+            max_function_calls is None
+            or (
+                isinstance(max_function_calls, int)
+                and not isinstance(max_function_calls, bool)
+                and max_function_calls >= 0
+            ),
+            f"max_function_calls must be None or an integer >= 0, got {max_function_calls!r}",
+        )
+        _require(
+            isinstance(execute_function_concurrently, bool),
+            "execute_function_concurrently must be True or False",
+        )
+        self.name = agent_name
+        self.description = agent_description
+        self.model = model
+        self.system_prompt = system_prompt
+        self.limits = machine.Limits(max_turns=max_turns, max_function_calls=max_function_calls)
+        self.context = ContextSettings.from_keywords(
+            context_handling_method=context_handling_method,
+            max_context_length=max_context_length,
+            max_token_per_message=max_token_per_message,
+            max_messages_in_context=max_messages_in_context,
+            dropping_strategy=dropping_strategy,
+            prompt_when_message_is_dropped=prompt_when_message_is_dropped,
+            prompt_when_context_overflow=prompt_when_context_overflow,
+            keep_function_calls_in_context=keep_function_calls_in_context,
+        )
+        self.tools: tuple[Tool, ...] = tools_from_registry(tool_registry)
+        self._tool_schemas = [t.to_openai() for t in self.tools]
+        self._executor = ToolExecutor(self.tools, concurrently=execute_function_concurrently)
+        self._hooks = _Hooks(hooks, raise_errors=bool(raise_hook_errors))
+        self._stop_signal = (
+            None
+            if manual_stop_signal_function is None
+            else _StopSignal(manual_stop_signal_function, check_for_stop_signal_time)
+        )
+        self._stop_board = _StopBoard()
+        self._clock = clock
+        self._model = OpenAIChatModel(
+            client if client is not None else _make_client(api_key, base_url),
+            model,
+            _request_params(temperature, max_completion_tokens, request_params),
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(agent_name={self.name!r}, model={self.model!r}, "
+            f"base_url={str(self._model.client.base_url)!r}, "
+            f"tools={[t.name for t in self.tools]!r})"
+        )
+
+    # ------------------------------------------------------------------ driving
+
+    def start(
+        self,
+        message: UserInput,
+        history: Iterable[Mapping[str, Any]] | None = None,
+        *,
+        user_id: str | None = None,
+        chat_id: str | None = None,
+        conversation: Conversation | None = None,
+    ) -> Conversation:
+        """A conversation in ``trimming_context`` with ``message`` as its newest user message.
+
+        Either a new conversation (from ``history`` in OpenAI chat format, if given) or the
+        next run of a finished ``conversation``. Fires no hooks and sends nothing.
+
+        Raises:
+            InvalidHistoryError: ``history`` is malformed (the error names the path).
+            InvalidInputError: ``message`` is empty or of the wrong type, ``history`` is given
+                with a ``conversation``, or ids disagree with the conversation's.
+            RunInProgressError: ``conversation`` has not finished its run.
+        """
+        user_message = _user_message(message)
+        if user_id is not None and not isinstance(user_id, str):
+            raise InvalidInputError(f"user_id must be a string, got {type(user_id).__name__}")
+        if chat_id is not None and (not isinstance(chat_id, str) or not chat_id):
+            raise InvalidInputError("chat_id must be a non-empty string")
+        if conversation is None:
+            chat_id = chat_id or uuid.uuid4().hex
+            self._stop_board.clear(chat_id)
+            earlier = history_from_openai(history)
+            return Conversation(
+                chat_id=chat_id,
+                user_id=user_id,
+                agent_name=self.name,
+                messages=(*earlier, user_message),
+                run_start=len(earlier),
+            )
+        if history is not None:
+            raise InvalidInputError(
+                "pass either history= or conversation=, not both: the conversation already "
+                "holds its history"
+            )
+        for name, given in (("chat_id", chat_id), ("user_id", user_id)):
+            held = getattr(conversation, name)
+            if given is not None and given != held:
+                raise InvalidInputError(
+                    f"{name}={given!r} does not match the conversation's {name} {held!r}"
+                )
+        if not conversation.finished:
+            raise RunInProgressError(
+                conversation.chat_id,
+                f"conversation {conversation.chat_id!r} is still running "
+                f"({conversation.phase.value}); finish or stop it before a new message",
+            )
+        self._stop_board.clear(conversation.chat_id)
+        messages = conversation.messages
+        if pending := conversation.pending_tool_calls:  # defensive: a stop always closes them
+            messages = (*messages, *unanswered_results({c.id: c.name for c in pending}))
+        record = TransitionRecord(
+            conversation.phase, Phase.TRIMMING_CONTEXT, "user_message", 0, self._clock()
+        )
+        return attrs.evolve(
+            conversation,
+            agent_name=self.name,
+            phase=Phase.TRIMMING_CONTEXT,
+            messages=(*messages, user_message),
+            run_start=len(messages),
+            turn=0,
+            function_calls=0,
+            run_usage=Usage(),
+            stop_reason=None,
+            error=None,
+            version=conversation.version + 1,
+            transitions=(*conversation.transitions, record),
+        )
+
+    async def step(self, conversation: Conversation, *, debug_print: bool = False) -> Conversation:
+        """``conversation`` advanced by exactly one transition (one guard or one action).
+
+        Raises:
+            ConversationFinishedError: the conversation is ``done`` or ``stopped``.
+        """
+        return await machine.step(_Step(self, conversation, debug_print), conversation)
+
+    async def iter(
+        self, conversation: Conversation, *, debug_print: bool = False
+    ) -> AsyncIterator[Conversation]:
+        """Yields the conversation after every transition until its run finishes."""
+        while not conversation.finished:
+            conversation = await self.step(conversation, debug_print=debug_print)
+            yield conversation
+
+    async def run(self, conversation: Conversation, *, debug_print: bool = False) -> Conversation:
+        """``conversation`` stepped until its run finishes."""
+        async for conversation in self.iter(conversation, debug_print=debug_print):  # noqa: B007
+            pass
+        return conversation
+
+    def response(self, conversation: Conversation) -> AgentResponse:
+        """The :class:`AgentResponse` of a finished run."""
+        return AgentResponse.from_conversation(conversation)
+
+    async def send_message(
+        self,
+        message: UserInput,
+        history: Iterable[Mapping[str, Any]] | None = None,
+        *,
+        user_id: str | None = None,
+        chat_id: str | None = None,
+        conversation: Conversation | None = None,
+        debug_print: bool = False,
+    ) -> AgentResponse:
+        """Run one user message to the end: ``start``, then every step, then ``response``.
+
+        Normal endings (a stop, max turns, a failed request) are not exceptions: read
+        ``response.stop_reason``.
+        """
+        conv = self.start(
+            message, history, user_id=user_id, chat_id=chat_id, conversation=conversation
+        )
+        if conv.transitions and conversation is not None:
+            await _Step(self, conv, debug_print).announce(conv, conv.transitions[-1])
+        return self.response(await self.run(conv, debug_print=debug_print))
+
+    def request_stop(self, chat_id: str) -> None:
+        """Stop the run of ``chat_id`` at once: the running request or tools are cancelled.
+
+        Safe to call from any thread. A request made while no run is going applies to the
+        next step of that chat; starting a new run clears it.
+        """
+        self._stop_board.request(chat_id)
+
+    # ------------------------------------------------------------------ requests
+
+    def request_messages(self, conversation: Conversation) -> list[dict[str, Any]]:
+        """The messages the next request of ``conversation`` sends, system prompt first."""
+        messages = messages_to_openai(conversation.messages)
+        if self.system_prompt:
+            messages.insert(0, {"role": "system", "content": self.system_prompt})
+        return messages
+
+    async def _complete(self, step: _Step, messages: list[dict[str, Any]]) -> ModelReply:
+        return await self._model.complete(messages, self._tool_schemas)
+
+
+class _Step:
+    """The runtime of one ``step()``: the agent's collaborators bound to one conversation."""
+
+    __slots__ = ("agent", "chat_id", "debug", "limits", "turn", "user_id", "watch")
+
+    def __init__(self, agent: Agent, conversation: Conversation, debug: bool) -> None:
+        self.agent = agent
+        self.limits = agent.limits
+        self.chat_id = conversation.chat_id
+        self.user_id = conversation.user_id
+        self.turn = conversation.turn
+        self.debug = _DebugPrinter() if debug else None
+        self.watch = _StopWatch(agent._stop_board, agent._stop_signal, self.chat_id, self.user_id)
+
+    # events ------------------------------------------------------------
+
+    def now(self) -> float:
+        return self.agent._clock()
+
+    def wants(self, name: str) -> bool:
+        return self.debug is not None or self.agent._hooks.wants(name)
+
+    def base(self) -> dict[str, Any]:
+        return {
+            "chat_id": self.chat_id,
+            "user_id": self.user_id,
+            "agent_name": self.agent.name,
+            "turn": self.turn,
+            "at": self.agent._clock(),
+        }
+
+    async def emit(self, name: str, event: Event) -> None:
+        if self.debug is not None:
+            self.debug(name, event)
+        await self.agent._hooks.fire(name, event)
+
+    # the Runtime protocol ----------------------------------------------
+
+    async def stop_requested(self) -> bool:
+        return await self.watch.requested()
+
+    async def fit_context(self, conversation: Conversation) -> Conversation:
+        return conversation
+
+    async def request(self, conversation: Conversation) -> ModelReply | ErrorInfo | _Stopped:
+        agent = self.agent
+        messages = agent.request_messages(conversation)
+        if self.wants("on_before_request"):
+            await self.emit(
+                "on_before_request",
+                BeforeRequestEvent(
+                    **self.base(),
+                    model=agent.model,
+                    messages=tuple(messages),
+                    tools=tuple(t.name for t in agent.tools),
+                ),
+            )
+        began = time.perf_counter()
+        try:
+            reply = await self.watch.run(agent._complete(self, messages))
+        except REQUEST_ERRORS as error:
+            info = error_info(error)
+            log.warning(
+                "model_request_failed",
+                chat_id=self.chat_id,
+                model=agent.model,
+                error_type=info.type,
+                status=info.status,
+                error=info.message,
+            )
+            return info
+        if reply is STOPPED:
+            return reply
+        assert isinstance(reply, ModelReply)
+        if self.wants("on_after_request"):
+            self.turn = conversation.turn + 1
+            await self.emit(
+                "on_after_request",
+                AfterRequestEvent(
+                    **self.base(),
+                    model=reply.model,
+                    message=reply.message,
+                    usage=reply.usage,
+                    finish_reason=reply.finish_reason,
+                    duration=time.perf_counter() - began,
+                ),
+            )
+        return reply
+
+    async def execute(
+        self, conversation: Conversation, calls: Sequence[ToolCall]
+    ) -> tuple[Sequence[Message], int, bool]:
+        context = ToolContext(
+            chat_id=self.chat_id,
+            user_id=self.user_id,
+            agent_name=self.agent.name,
+            turn=conversation.turn,
+        )
+        return await self.agent._executor.run(self, calls, context)
+
+    async def entered(
+        self, conversation: Conversation, record: TransitionRecord, outcome: machine.Outcome
+    ) -> None:
+        self.turn = conversation.turn
+        if outcome.stop_reason is StopReason.USER_STOP:
+            self.agent._stop_board.clear(self.chat_id)
+        await self.announce(conversation, record)
+        if outcome.stop_reason is StopReason.MAX_TURNS and self.wants("on_max_turns_reached"):
+            await self.emit(
+                "on_max_turns_reached",
+                MaxTurnsReachedEvent(**self.base(), max_turns=self.limits.max_turns),
+            )
+        if outcome.stop_reason is StopReason.USER_STOP and self.wants("on_manual_stop"):
+            await self.emit(
+                "on_manual_stop",
+                ManualStopEvent(
+                    **self.base(),
+                    phase=record.from_phase,
+                    source=self.watch.source or "request_stop",
+                ),
+            )
+        if conversation.finished and self.wants("on_final_response"):
+            await self.emit(
+                "on_final_response",
+                FinalResponseEvent(
+                    **self.base(), response=AgentResponse.from_conversation(conversation)
+                ),
+            )
+
+    async def announce(self, conversation: Conversation, record: TransitionRecord) -> None:
+        """Fire ``on_transition`` for ``record``."""
+        if self.wants("on_transition"):
+            await self.emit(
+                "on_transition",
+                TransitionEvent(**self.base(), record=record, conversation=conversation),
+            )
+
+
+# ---------------------------------------------------------------------- construction helpers
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigurationError(message)
+
+
+def _make_client(api_key: str | None, base_url: str | None) -> openai.AsyncOpenAI:
+    key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
+    if not key:
+        raise ConfigurationError(
+            "no API key: pass api_key=... or set OPENAI_API_KEY (local servers such as "
+            "vLLM, llama.cpp or Ollama accept any non-empty string), or pass client=..."
+        )
+    _require(base_url is None or isinstance(base_url, str), "base_url must be a string")
+    return openai.AsyncOpenAI(
+        api_key=key, base_url=base_url or os.environ.get("OPENAI_BASE_URL") or None
+    )
+
+
+def _request_params(
+    temperature: float | None,
+    max_completion_tokens: int | None,
+    request_params: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    if temperature is not None:
+        _require(
+            isinstance(temperature, (int, float))
+            and not isinstance(temperature, bool)
+            and 0 <= temperature <= 2,
+            f"temperature must be a number from 0 to 2, got {temperature!r}",
+        )
+        params["temperature"] = temperature
+    if max_completion_tokens is not None:
+        _require(
+            isinstance(max_completion_tokens, int)
+            and not isinstance(max_completion_tokens, bool)
+            and max_completion_tokens >= 1,
+            f"max_completion_tokens must be a positive integer, got {max_completion_tokens!r}",
+        )
+        params["max_completion_tokens"] = max_completion_tokens
+    if request_params is not None:
+        _require(isinstance(request_params, Mapping), "request_params must be a dict")
+        reserved = sorted(RESERVED_PARAMS & set(request_params))
+        _require(
+            not reserved,
+            f"request_params may not set {reserved}: the agent sends those itself",
+        )
+        params.update({k: v for k, v in request_params.items() if v is not None})
+    return params
+
+
+def _user_message(message: UserInput) -> UserMessage:
+    if isinstance(message, UserMessage):
+        return message
+    if isinstance(message, str):
+        if not message:
+            raise InvalidInputError("the message is empty")
+        return UserMessage(message)
+    if isinstance(message, Sequence) and not isinstance(message, (bytes, bytearray)):
+        parts: list[ContentPart] = []
+        for i, part in enumerate(message):
+            if isinstance(part, str):
+                parts.append(TextPart(part))
+            elif isinstance(part, (TextPart, RawPart)):
+                parts.append(part)
+            elif isinstance(part, Mapping):
+                content = _content_from_openai([part], f"$.message[{i}]")
+                parts.extend(content)  # type: ignore[arg-type]
+            else:
+                raise InvalidInputError(
+                    f"message part {i} must be a string or a content-part dict, "
+                    f"got {type(part).__name__}"
+                )
+        if not parts:
+            raise InvalidInputError("the message has no parts")
+        return UserMessage(tuple(parts))
+    raise InvalidInputError(
+        f"message must be a string or a list of content parts, got {type(message).__name__}"
+    )

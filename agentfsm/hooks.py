@@ -1,0 +1,333 @@
+"""Hook events (one frozen class per hook name) and their dispatch."""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TextIO
+
+import attrs
+import structlog
+
+from agentfsm.errors import ConfigurationError, HookError, UnknownHookError
+from agentfsm.messages import AssistantMessage, Message
+from agentfsm.state import Conversation, Phase, TransitionRecord, Usage
+
+if TYPE_CHECKING:
+    from agentfsm.response import AgentResponse
+
+__all__ = [
+    "HOOK_EVENTS",
+    "AfterRequestEvent",
+    "BeforeRequestEvent",
+    "ContextOverflowEvent",
+    "Event",
+    "FinalResponseEvent",
+    "FunctionCallEndEvent",
+    "FunctionCallErrorEvent",
+    "FunctionCallStartEvent",
+    "Hook",
+    "ManualStopEvent",
+    "MaxTurnsReachedEvent",
+    "MessageDroppedEvent",
+    "TokenEvent",
+    "TransitionEvent",
+]
+
+log = structlog.get_logger(__name__)
+
+
+@attrs.frozen(kw_only=True)
+class Event:
+    """What every hook event carries.
+
+    Attributes:
+        chat_id: the conversation.
+        user_id: its owner.
+        agent_name: the agent running it.
+        turn: model calls made in the current run.
+        at: Unix time in seconds.
+    """
+
+    chat_id: str
+    user_id: str | None
+    agent_name: str
+    turn: int
+    at: float
+
+
+@attrs.frozen(kw_only=True)
+class TransitionEvent(Event):
+    """``on_transition``: the conversation changed phase (``conversation`` is the new state)."""
+
+    record: TransitionRecord
+    conversation: Conversation
+
+    @property
+    def from_phase(self) -> Phase:
+        """The phase left."""
+        return self.record.from_phase
+
+    @property
+    def to_phase(self) -> Phase:
+        """The phase entered."""
+        return self.record.to_phase
+
+    @property
+    def reason(self) -> str:
+        """Why (``tool_calls_requested``, ``max_turns`` …)."""
+        return self.record.reason
+
+
+@attrs.frozen(kw_only=True)
+class BeforeRequestEvent(Event):
+    """``on_before_request``: a model request is about to be sent, exactly as sent."""
+
+    model: str
+    messages: tuple[Mapping[str, Any], ...]
+    tools: tuple[str, ...]
+
+
+@attrs.frozen(kw_only=True)
+class AfterRequestEvent(Event):
+    """``on_after_request``: a model request answered (``duration`` in seconds)."""
+
+    model: str
+    message: AssistantMessage
+    usage: Usage
+    finish_reason: str | None
+    duration: float
+
+
+@attrs.frozen(kw_only=True)
+class TokenEvent(Event):
+    """``on_token_received``: a text delta arrived from a streaming model."""
+
+    delta: str
+
+
+@attrs.frozen(kw_only=True)
+class FunctionCallStartEvent(Event):
+    """``on_function_call_start``: a tool call is about to run."""
+
+    tool_name: str
+    call_id: str
+    arguments: Mapping[str, Any]
+
+
+@attrs.frozen(kw_only=True)
+class FunctionCallEndEvent(Event):
+    """``on_function_call_end``: a tool call returned.
+
+    Attributes:
+        result: what the function returned.
+        content: the result as sent to the model.
+        duration: seconds the call took.
+    """
+
+    tool_name: str
+    call_id: str
+    arguments: Mapping[str, Any]
+    result: Any
+    content: str
+    duration: float
+
+
+@attrs.frozen(kw_only=True)
+class FunctionCallErrorEvent(Event):
+    """``on_function_call_error``: a tool call failed, could not run, or was cancelled.
+
+    Attributes:
+        error: the exception (a ``ToolArgumentError`` for an unknown tool or bad arguments,
+            ``asyncio.CancelledError`` for a call cancelled by a stop).
+        content: the error result as sent to the model.
+    """
+
+    tool_name: str
+    call_id: str
+    arguments: Mapping[str, Any]
+    error: BaseException
+    content: str
+    duration: float
+
+
+@attrs.frozen(kw_only=True)
+class ContextOverflowEvent(Event):
+    """``on_context_overflow``: the context had to be cut short to fit, or could not fit."""
+
+    tokens_needed: int
+    limit: int
+    truncated: tuple[str, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class MessageDroppedEvent(Event):
+    """``on_message_dropped``: messages were left out of what is sent to the model."""
+
+    messages: tuple[Message, ...]
+    tokens: int
+    strategy: str
+    summary: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class MaxTurnsReachedEvent(Event):
+    """``on_max_turns_reached``: the run stopped because it used ``max_turns`` model calls."""
+
+    max_turns: int
+
+
+@attrs.frozen(kw_only=True)
+class ManualStopEvent(Event):
+    """``on_manual_stop``: a stop signal stopped the run.
+
+    Attributes:
+        phase: the phase the run was in.
+        source: ``"request_stop"`` or ``"stop_signal_function"``.
+    """
+
+    phase: Phase
+    source: str
+
+
+@attrs.frozen(kw_only=True)
+class FinalResponseEvent(Event):
+    """``on_final_response``: a run finished (``done`` or ``stopped``); this is its response."""
+
+    response: AgentResponse
+
+
+HOOK_EVENTS: Mapping[str, type[Event]] = {
+    "on_transition": TransitionEvent,
+    "on_before_request": BeforeRequestEvent,
+    "on_after_request": AfterRequestEvent,
+    "on_token_received": TokenEvent,
+    "on_function_call_start": FunctionCallStartEvent,
+    "on_function_call_end": FunctionCallEndEvent,
+    "on_function_call_error": FunctionCallErrorEvent,
+    "on_context_overflow": ContextOverflowEvent,
+    "on_message_dropped": MessageDroppedEvent,
+    "on_max_turns_reached": MaxTurnsReachedEvent,
+    "on_manual_stop": ManualStopEvent,
+    "on_final_response": FinalResponseEvent,
+}
+
+Hook = Callable[[Any], Any]
+"""A hook: any callable taking the one event object, sync or async."""
+
+
+class _Hooks:
+    """The hooks of one agent, validated once; ``fire`` awaits each in order."""
+
+    __slots__ = ("_hooks", "_raise")
+
+    def __init__(
+        self, hooks: Mapping[str, Hook | Sequence[Hook]] | None, *, raise_errors: bool
+    ) -> None:
+        self._raise = raise_errors
+        self._hooks: dict[str, tuple[Hook, ...]] = {}
+        if hooks is None:
+            return
+        if not isinstance(hooks, Mapping):
+            raise ConfigurationError("hooks must be a dict of hook name to callable")
+        valid = tuple(HOOK_EVENTS)
+        for name, value in hooks.items():
+            if name not in HOOK_EVENTS:
+                close = difflib.get_close_matches(str(name), valid, n=1)
+                raise UnknownHookError(str(name), valid, close[0] if close else None)
+            funcs = tuple(value) if isinstance(value, Sequence) else (value,)
+            for func in funcs:
+                if not callable(func):
+                    raise ConfigurationError(
+                        f"hook {name!r} must be a callable (or a list of them), "
+                        f"got {type(func).__name__}"
+                    )
+            if funcs:
+                self._hooks[name] = funcs
+
+    def wants(self, name: str) -> bool:
+        """True if at least one hook listens to ``name`` (so the event is worth building)."""
+        return name in self._hooks
+
+    async def fire(self, name: str, event: Event) -> None:
+        """Call every hook of ``name`` with ``event``, in order, awaiting async ones."""
+        for func in self._hooks.get(name, ()):
+            try:
+                result = func(event)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception as error:
+                if self._raise:
+                    raise HookError(name, error) from error
+                log.error(
+                    "hook_failed",
+                    hook=name,
+                    chat_id=event.chat_id,
+                    error_type=type(error).__name__,
+                    error=str(error),
+                )
+
+
+class _DebugPrinter:
+    """The readable trace of ``debug_print=True``: one line per event, through structlog."""
+
+    def __init__(self, file: TextIO | None = None) -> None:
+        self._log = structlog.wrap_logger(
+            structlog.PrintLogger(file or sys.stdout),
+            processors=[
+                structlog.processors.TimeStamper(fmt="%H:%M:%S", utc=False),
+                structlog.dev.ConsoleRenderer(colors=False, pad_event_to=0),
+            ],
+        )
+
+    def __call__(self, name: str, event: Event) -> None:
+        fields: dict[str, Any] = {"chat_id": event.chat_id, "turn": event.turn}
+        if isinstance(event, TransitionEvent):
+            fields.update(
+                {"from": str(event.from_phase), "to": str(event.to_phase), "reason": event.reason}
+            )
+        elif isinstance(event, BeforeRequestEvent):
+            fields.update(
+                {"model": event.model, "messages": len(event.messages), "tools": event.tools}
+            )
+        elif isinstance(event, AfterRequestEvent):
+            calls = [c.name for c in event.message.tool_calls]
+            fields.update(
+                {
+                    "finish_reason": event.finish_reason,
+                    "tool_calls": calls or None,
+                    "tokens": event.usage.total_tokens,
+                    "seconds": round(event.duration, 3),
+                    "content": _clip(event.message.content),
+                }
+            )
+        elif isinstance(event, FunctionCallStartEvent):
+            fields.update({"tool": event.tool_name, "arguments": dict(event.arguments)})
+        elif isinstance(event, FunctionCallEndEvent):
+            fields.update(
+                {
+                    "tool": event.tool_name,
+                    "result": _clip(event.content),
+                    "seconds": round(event.duration, 3),
+                }
+            )
+        elif isinstance(event, FunctionCallErrorEvent):
+            fields.update({"tool": event.tool_name, "error": _clip(event.content)})
+        elif isinstance(event, FinalResponseEvent):
+            fields.update(
+                {
+                    "stop_reason": str(event.response.stop_reason),
+                    "output": _clip(event.response.output),
+                }
+            )
+        elif isinstance(event, TokenEvent):
+            return
+        self._log.info(name.removeprefix("on_"), **fields)
+
+
+def _clip(text: str | None, limit: int = 120) -> str | None:
+    if text is None or len(text) <= limit:
+        return text
+    return text[: limit - 1] + "…"

@@ -1,0 +1,294 @@
+"""The conversation state machine: its tables (guards, actions, edges) and ``step()``.
+
+The whole machine is the three tables below. ``step()`` checks the guards of the current
+phase in order (the first that holds stops the run), otherwise runs the phase's action, which
+returns the new conversation and an *outcome*; the edge ``(phase, outcome type)`` names the
+next phase. Only :func:`_enter` writes the phase, version, stop reason and transition log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import ClassVar, Protocol
+
+import attrs
+
+from agentfsm.errors import ConversationFinishedError
+from agentfsm.messages import Message, ToolCall, unanswered_results
+from agentfsm.providers.openai import ModelReply
+from agentfsm.state import Conversation, ErrorInfo, Phase, StopReason, TransitionRecord
+from agentfsm.stop import STOPPED, _Stopped
+
+__all__ = [
+    "ACTIONS",
+    "EDGES",
+    "GUARDS",
+    "ContextReady",
+    "FinalAnswer",
+    "Guard",
+    "GuardTripped",
+    "Interrupted",
+    "Limits",
+    "Outcome",
+    "RequestFailed",
+    "Runtime",
+    "ToolCallsRequested",
+    "ToolsFinished",
+    "step",
+]
+
+
+# --------------------------------------------------------------------------- outcomes
+
+
+@attrs.frozen
+class Outcome:
+    """What an action (or a guard) concluded; its type picks the edge."""
+
+    reason: ClassVar[str]
+    stop_reason: ClassVar[StopReason | None] = None
+
+
+@attrs.frozen
+class ContextReady(Outcome):
+    """The context fits: the request can be sent."""
+
+    reason = "context_ready"
+
+
+@attrs.frozen
+class ToolCallsRequested(Outcome):
+    """The model asked for tool calls."""
+
+    reason = "tool_calls_requested"
+
+
+@attrs.frozen
+class FinalAnswer(Outcome):
+    """The model answered without tool calls."""
+
+    reason = "final_answer"
+    stop_reason = StopReason.RESPONSE
+
+
+@attrs.frozen
+class ToolsFinished(Outcome):
+    """Every pending tool call has its result."""
+
+    reason = "tools_finished"
+
+
+@attrs.frozen
+class Interrupted(Outcome):
+    """A stop signal cancelled the running action."""
+
+    reason = "user_stop"
+    stop_reason = StopReason.USER_STOP
+
+
+@attrs.frozen
+class RequestFailed(Outcome):
+    """The model request failed for good."""
+
+    reason = "error"
+    stop_reason = StopReason.ERROR
+
+
+@attrs.frozen
+class GuardTripped(Outcome):
+    """A guard held before the phase's action ran."""
+
+    guard: Guard
+
+    @property
+    def reason(self) -> str:  # type: ignore[override]
+        return self.guard.stop_reason.value
+
+    @property
+    def stop_reason(self) -> StopReason:  # type: ignore[override]
+        return self.guard.stop_reason
+
+
+# --------------------------------------------------------------------------- guards
+
+
+@attrs.frozen
+class Limits:
+    """The agent's configuration that guards read."""
+
+    max_turns: int = 10
+    max_function_calls: int | None = None
+
+
+@attrs.frozen
+class Guard:
+    """A predicate checked before the action of each of ``phases``."""
+
+    name: str
+    stop_reason: StopReason
+    phases: frozenset[Phase]
+    holds: Callable[[Conversation, Limits, bool], bool]
+
+
+_ACTIVE = frozenset({Phase.TRIMMING_CONTEXT, Phase.AWAITING_MODEL, Phase.EXECUTING_TOOLS})
+
+GUARDS: Sequence[Guard] = (  # priority order: the first that holds wins
+    Guard("stop_requested", StopReason.USER_STOP, _ACTIVE, lambda c, lim, stop: stop),
+    Guard(
+        "max_turns",
+        StopReason.MAX_TURNS,
+        frozenset({Phase.AWAITING_MODEL}),
+        lambda c, lim, stop: c.turn >= lim.max_turns,
+    ),
+    Guard(
+        "max_function_calls",
+        StopReason.MAX_FUNCTION_CALLS,
+        frozenset({Phase.EXECUTING_TOOLS}),
+        lambda c, lim, stop: lim.max_function_calls is not None
+        and c.function_calls + len(c.pending_tool_calls) > lim.max_function_calls,
+    ),
+)
+
+
+# --------------------------------------------------------------------------- actions
+
+
+class Runtime(Protocol):
+    """What the actions need from the agent running them (one per step)."""
+
+    limits: Limits
+
+    def now(self) -> float: ...
+
+    async def stop_requested(self) -> bool: ...
+
+    async def fit_context(self, conversation: Conversation) -> Conversation: ...
+
+    async def request(self, conversation: Conversation) -> ModelReply | ErrorInfo | _Stopped: ...
+
+    async def execute(
+        self, conversation: Conversation, calls: Sequence[ToolCall]
+    ) -> tuple[Sequence[Message], int, bool]: ...
+
+    async def entered(
+        self, conversation: Conversation, record: TransitionRecord, outcome: Outcome
+    ) -> None: ...
+
+
+Action = Callable[[Runtime, Conversation], Awaitable[tuple[Conversation, Outcome]]]
+
+
+async def _fit_context(rt: Runtime, conv: Conversation) -> tuple[Conversation, Outcome]:
+    return await rt.fit_context(conv), ContextReady()
+
+
+async def _request_model(rt: Runtime, conv: Conversation) -> tuple[Conversation, Outcome]:
+    reply = await rt.request(conv)
+    if reply is STOPPED:
+        return conv, Interrupted()
+    if isinstance(reply, ErrorInfo):
+        return attrs.evolve(conv, error=reply), RequestFailed()
+    assert isinstance(reply, ModelReply)
+    conv = attrs.evolve(
+        conv,
+        messages=(*conv.messages, reply.message),
+        turn=conv.turn + 1,
+        usage=conv.usage + reply.usage,
+        run_usage=conv.run_usage + reply.usage,
+    )
+    return conv, ToolCallsRequested() if reply.message.tool_calls else FinalAnswer()
+
+
+async def _execute_tools(rt: Runtime, conv: Conversation) -> tuple[Conversation, Outcome]:
+    results, executed, stopped = await rt.execute(conv, conv.pending_tool_calls)
+    conv = attrs.evolve(
+        conv,
+        messages=(*conv.messages, *results),
+        function_calls=conv.function_calls + executed,
+    )
+    return conv, Interrupted() if stopped else ToolsFinished()
+
+
+ACTIONS: Mapping[Phase, Action] = {
+    Phase.TRIMMING_CONTEXT: _fit_context,
+    Phase.AWAITING_MODEL: _request_model,
+    Phase.EXECUTING_TOOLS: _execute_tools,
+}
+
+
+# --------------------------------------------------------------------------- edges
+
+EDGES: Mapping[tuple[Phase, type[Outcome]], Phase] = {
+    (Phase.TRIMMING_CONTEXT, ContextReady): Phase.AWAITING_MODEL,
+    (Phase.TRIMMING_CONTEXT, Interrupted): Phase.STOPPED,
+    (Phase.TRIMMING_CONTEXT, GuardTripped): Phase.STOPPED,
+    (Phase.AWAITING_MODEL, ToolCallsRequested): Phase.EXECUTING_TOOLS,
+    (Phase.AWAITING_MODEL, FinalAnswer): Phase.DONE,
+    (Phase.AWAITING_MODEL, RequestFailed): Phase.STOPPED,
+    (Phase.AWAITING_MODEL, Interrupted): Phase.STOPPED,
+    (Phase.AWAITING_MODEL, GuardTripped): Phase.STOPPED,
+    (Phase.EXECUTING_TOOLS, ToolsFinished): Phase.TRIMMING_CONTEXT,
+    (Phase.EXECUTING_TOOLS, Interrupted): Phase.STOPPED,
+    (Phase.EXECUTING_TOOLS, GuardTripped): Phase.STOPPED,
+}
+"""``(phase, outcome type) -> next phase``. A missing key is an illegal move."""
+
+
+def _check_tables() -> None:
+    """The machine is well formed: run once at import, so a broken table cannot ship."""
+    sources = {phase for phase, _ in EDGES}
+    assert sources == set(ACTIONS), "every phase with an action has edges, and only those"
+    assert not any(phase.terminal for phase in sources), "terminal phases have no edges"
+    for guard in GUARDS:
+        for phase in guard.phases:
+            assert (phase, GuardTripped) in EDGES, f"guard {guard.name} has no edge from {phase}"
+    reachable, frontier = {Phase.TRIMMING_CONTEXT}, [Phase.TRIMMING_CONTEXT]
+    while frontier:
+        phase = frontier.pop()
+        for (source, _), target in EDGES.items():
+            if source is phase and target not in reachable:
+                reachable.add(target)
+                frontier.append(target)
+    assert reachable == set(Phase), f"unreachable phases: {set(Phase) - reachable}"
+
+
+_check_tables()
+
+
+# --------------------------------------------------------------------------- step
+
+
+async def step(rt: Runtime, conv: Conversation) -> Conversation:
+    """Advance ``conv`` by exactly one transition."""
+    if conv.finished:
+        raise ConversationFinishedError(
+            conv.chat_id,
+            f"conversation {conv.chat_id!r} is {conv.phase.value}: start a new run with "
+            "agent.start(message, conversation=conv)",
+        )
+    stop = await rt.stop_requested()
+    for guard in GUARDS:
+        if conv.phase in guard.phases and guard.holds(conv, rt.limits, stop):
+            return await _enter(rt, conv, GuardTripped(guard))
+    conv, outcome = await ACTIONS[conv.phase](rt, conv)
+    return await _enter(rt, conv, outcome)
+
+
+async def _enter(rt: Runtime, conv: Conversation, outcome: Outcome) -> Conversation:
+    """The one place that moves a conversation to its next phase."""
+    target = EDGES[(conv.phase, type(outcome))]
+    record = TransitionRecord(conv.phase, target, outcome.reason, conv.turn, rt.now())
+    messages = conv.messages
+    if target is Phase.STOPPED and (pending := conv.pending_tool_calls):
+        note = f"Not executed: the run stopped ({outcome.reason}) before this call ran."
+        messages = (*messages, *unanswered_results({c.id: c.name for c in pending}, note))
+    conv = attrs.evolve(
+        conv,
+        phase=target,
+        messages=messages,
+        stop_reason=outcome.stop_reason if target.terminal else None,
+        version=conv.version + 1,
+        transitions=(*conv.transitions, record),
+    )
+    await rt.entered(conv, record, outcome)
+    return conv

@@ -1,0 +1,210 @@
+"""The conversation state: phases, stop reasons, usage, the transition log, ``Conversation``."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from agentfsm.messages import AssistantMessage, Message, ToolCall, ToolMessage, UserMessage
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Conversation",
+    "ErrorInfo",
+    "Phase",
+    "StopReason",
+    "TransitionRecord",
+    "Usage",
+]
+
+SCHEMA_VERSION = 1
+
+
+class Phase(str, enum.Enum):
+    """Where a conversation is in its state machine."""
+
+    TRIMMING_CONTEXT = "trimming_context"
+    AWAITING_MODEL = "awaiting_model"
+    EXECUTING_TOOLS = "executing_tools"
+    STOPPED = "stopped"
+    DONE = "done"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def terminal(self) -> bool:
+        """True for ``done`` and ``stopped``: the run is over."""
+        return self in (Phase.DONE, Phase.STOPPED)
+
+
+class StopReason(str, enum.Enum):
+    """Why a run ended."""
+
+    RESPONSE = "response"
+    USER_STOP = "user_stop"
+    BUDGET_EXCEEDED = "budget_exceeded"
+    MAX_TURNS = "max_turns"
+    MAX_FUNCTION_CALLS = "max_function_calls"
+    CONTEXT_OVERFLOW = "context_overflow"
+    ERROR = "error"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@attrs.frozen
+class Usage:
+    """Tokens used by one or more model requests.
+
+    Attributes:
+        requests: how many requests the figures cover.
+        estimated: at least one figure was estimated (the server reported no usage).
+    """
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    requests: int = 0
+    estimated: bool = False
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            total_tokens=self.total_tokens + other.total_tokens,
+            cached_tokens=self.cached_tokens + other.cached_tokens,
+            reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
+            requests=self.requests + other.requests,
+            estimated=self.estimated or other.estimated,
+        )
+
+
+@attrs.frozen
+class ErrorInfo:
+    """A failure that ended a run, as data (no live exception object).
+
+    Attributes:
+        type: the exception class name, e.g. ``"RateLimitError"``.
+        message: the error message (the server's, for HTTP errors).
+        status: the HTTP status, when there was one.
+    """
+
+    type: str
+    message: str
+    status: int | None = None
+
+
+@attrs.frozen
+class TransitionRecord:
+    """One phase change.
+
+    Attributes:
+        from_phase: the phase left.
+        to_phase: the phase entered.
+        reason: why, as a short snake_case word (``tool_calls_requested``, ``max_turns`` …).
+        turn: model calls made in the run when the transition happened.
+        at: Unix time in seconds.
+    """
+
+    from_phase: Phase
+    to_phase: Phase
+    reason: str
+    turn: int
+    at: float
+
+
+@attrs.frozen(kw_only=True)
+class Conversation:
+    """Everything needed to continue a conversation; plain data that round-trips through JSON.
+
+    Build one with ``agent.start(...)``; advance it with ``agent.step(...)``; every change
+    is a new value (``attrs.evolve``), so a conversation held by a caller never moves under it.
+
+    Attributes:
+        chat_id: the conversation's id.
+        user_id: who it belongs to.
+        agent_name: the agent that runs it.
+        phase: where it is in the machine.
+        messages: every message, in full (the agent's system prompt is not stored).
+        summary: the running summary of messages dropped from the context, if any.
+        run_start: index in ``messages`` of the user message that started the current run.
+        turn: model calls in the current run.
+        function_calls: tool calls executed in the current run.
+        usage: tokens used over the conversation's lifetime.
+        run_usage: tokens used by the current run.
+        stop_reason: why the last run ended (``None`` while running).
+        error: what failed, when ``stop_reason`` is ``error``.
+        transitions: the log of every phase change.
+        version: bumped on every transition (optimistic concurrency for stores).
+        schema_version: the layout of this data, for migrations.
+        metadata: the caller's own JSON-ready data, carried along untouched.
+    """
+
+    chat_id: str
+    user_id: str | None = None
+    agent_name: str = "agent"
+    phase: Phase = Phase.TRIMMING_CONTEXT
+    messages: tuple[Message, ...] = ()
+    summary: str | None = None
+    run_start: int = 0
+    turn: int = 0
+    function_calls: int = 0
+    usage: Usage = Usage()
+    run_usage: Usage = Usage()
+    stop_reason: StopReason | None = None
+    error: ErrorInfo | None = None
+    transitions: tuple[TransitionRecord, ...] = ()
+    version: int = 0
+    schema_version: int = SCHEMA_VERSION
+    metadata: Mapping[str, Any] = attrs.field(factory=dict)
+
+    @property
+    def finished(self) -> bool:
+        """True when the run is over (``done`` or ``stopped``)."""
+        return self.phase.terminal
+
+    @property
+    def run_messages(self) -> tuple[Message, ...]:
+        """The messages of the current (or last) run, starting with its user message."""
+        return self.messages[self.run_start :]
+
+    @property
+    def last_assistant(self) -> AssistantMessage | None:
+        """The newest assistant message of the current run, if any."""
+        for message in reversed(self.run_messages):
+            if isinstance(message, AssistantMessage):
+                return message
+        return None
+
+    @property
+    def output(self) -> str:
+        """The text of the newest assistant message of the current run ("" if none)."""
+        last = self.last_assistant
+        return (last.content or "") if last is not None else ""
+
+    @property
+    def pending_tool_calls(self) -> tuple[ToolCall, ...]:
+        """Tool calls of the newest assistant message that have no result yet."""
+        answered: set[str] = set()
+        for message in reversed(self.messages):
+            if isinstance(message, ToolMessage):
+                answered.add(message.tool_call_id)
+            elif isinstance(message, AssistantMessage):
+                return tuple(c for c in message.tool_calls if c.id not in answered)
+            else:
+                return ()
+        return ()
+
+    @property
+    def last_user_message(self) -> UserMessage | None:
+        """The newest user message."""
+        for message in reversed(self.messages):
+            if isinstance(message, UserMessage):
+                return message
+        return None

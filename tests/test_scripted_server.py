@@ -1,0 +1,476 @@
+"""Tests for agentfsm.testing.ScriptedOpenAIServer, driven by the real openai client over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from agentfsm.testing import (
+    RecordedRequest,
+    Reply,
+    ScriptedOpenAIServer,
+    call,
+    default_token_counter,
+    fault,
+    scenarios,
+    text,
+    tool_calls,
+    weather_scenario,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+HI = [{"role": "user", "content": "Hi"}]
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
+
+
+@asynccontextmanager
+async def serve(
+    script: Any = (), **options: Any
+) -> AsyncIterator[tuple[ScriptedOpenAIServer, openai.AsyncOpenAI]]:
+    """Run a server and a real client without retries pointed at it."""
+    async with ScriptedOpenAIServer(script, **options) as server:
+        client = openai.AsyncOpenAI(base_url=server.base_url, api_key="test", max_retries=0)
+        async with client:
+            yield server, client
+
+
+async def ask(client: openai.AsyncOpenAI, **options: Any) -> Any:
+    """One non-streaming request with a default message."""
+    options.setdefault("messages", HI)
+    return await client.chat.completions.create(model="any", **options)
+
+
+async def raw_chunks(client: openai.AsyncOpenAI, **options: Any) -> list[dict[str, Any]]:
+    """One streaming request, returning every chunk as the JSON the server sent."""
+    stream = await ask(client, stream=True, **options)
+    return [chunk.model_dump(exclude_unset=True) async for chunk in stream]
+
+
+def assemble_tool_calls(chunks: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """Rebuild streamed tool calls by index, the way a client has to."""
+    calls: dict[int, dict[str, Any]] = {}
+    for chunk in chunks:
+        for choice in chunk["choices"]:
+            for delta in choice["delta"].get("tool_calls") or []:
+                entry = calls.setdefault(delta["index"], {"id": None, "name": "", "arguments": ""})
+                entry["id"] = delta.get("id") or entry["id"]
+                entry["name"] += delta.get("function", {}).get("name") or ""
+                entry["arguments"] += delta.get("function", {}).get("arguments") or ""
+    return calls
+
+
+def tool_deltas(chunks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every tool-call delta of a stream, in order."""
+    return [
+        delta
+        for chunk in chunks
+        for choice in chunk["choices"]
+        for delta in choice["delta"].get("tool_calls") or []
+    ]
+
+
+async def test_text_reply_parses_as_a_chat_completion() -> None:
+    """A text reply reaches the SDK as a complete chat.completion."""
+    async with serve([text("Sunny in Tokyo.")], model="fake-1") as (_, client):
+        completion = await ask(client)
+    assert completion.object == "chat.completion"
+    assert completion.model == "fake-1"
+    assert completion.id == "chatcmpl-scripted-1"
+    choice = completion.choices[0]
+    assert (choice.index, choice.finish_reason) == (0, "stop")
+    assert choice.message.role == "assistant"
+    assert choice.message.content == "Sunny in Tokyo."
+    assert choice.message.tool_calls is None
+
+
+async def test_text_can_send_null_content_and_other_finish_reasons() -> None:
+    """text(None), content_null and finish_reason reach the client as given."""
+    script = [text(None), text("ignored", content_null=True), text("trunc", finish_reason="length")]
+    async with serve(script) as (_, client):
+        answers = [await ask(client) for _ in range(3)]
+    assert [answer.choices[0].message.content for answer in answers] == [None, None, "trunc"]
+    assert answers[2].choices[0].finish_reason == "length"
+
+
+async def test_tool_calls_get_deterministic_ids_across_the_server() -> None:
+    """Calls without an id are numbered call_1, call_2, ... over the server's life."""
+    script = [
+        tool_calls(call("get_weather", {"city": "Tokyo"}), call("get_time", {"tz": "JST"})),
+        tool_calls(call("get_weather", {"city": "Paris"}), call("x", {}, id="mine")),
+    ]
+    async with serve(script) as (_, client):
+        first, second = await ask(client), await ask(client)
+    message = first.choices[0].message
+    assert first.choices[0].finish_reason == "tool_calls"
+    assert message.content is None
+    assert [(c.id, c.type, c.function.name, c.function.arguments) for c in message.tool_calls] == [
+        ("call_1", "function", "get_weather", '{"city": "Tokyo"}'),
+        ("call_2", "function", "get_time", '{"tz": "JST"}'),
+    ]
+    assert [c.id for c in second.choices[0].message.tool_calls] == ["call_3", "mine"]
+
+
+async def test_tool_calls_can_omit_ids_and_carry_content() -> None:
+    """omit_ids leaves the id key out of the JSON; content travels next to the calls."""
+    script = [tool_calls(call("f", {"a": 1}), content="Checking.", omit_ids=True)]
+    async with serve(script) as (_, client):
+        raw = await client.chat.completions.with_raw_response.create(model="any", messages=HI)
+    message = raw.http_response.json()["choices"][0]["message"]
+    assert message["content"] == "Checking."
+    assert message["tool_calls"] == [
+        {"type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}}
+    ]
+    assert raw.parse().choices[0].message.tool_calls[0].id is None
+
+
+async def test_invalid_json_arguments_pass_through_verbatim() -> None:
+    """String arguments are sent as they are, even when they are not JSON."""
+    async with serve([tool_calls(call("f", '{"city": "Tok'))]) as (_, client):
+        completion = await ask(client)
+    assert completion.choices[0].message.tool_calls[0].function.arguments == '{"city": "Tok'
+
+
+async def test_usage_is_computed_by_default() -> None:
+    """Default usage: prompt from default_token_counter, completion ~ 4 chars per token."""
+    async with serve([text("12345678"), tool_calls(call("ab", "cd"))]) as (server, client):
+        first, second = await ask(client), await ask(client)
+    assert default_token_counter(HI) == 10
+    assert default_token_counter(server.requests[0].messages) == 10
+    assert first.usage.model_dump(exclude_unset=True) == {
+        "prompt_tokens": 10,
+        "completion_tokens": 2,
+        "total_tokens": 12,
+    }
+    assert (second.usage.completion_tokens, second.usage.total_tokens) == (1, 11)
+
+
+async def test_usage_uses_a_custom_token_counter() -> None:
+    """A token_counter given to the server decides prompt_tokens."""
+    counter = lambda messages: 7 * len(messages)  # noqa: E731
+    async with serve([text("hi")], token_counter=counter) as (_, client):
+        completion = await ask(client, messages=HI * 3)
+    assert completion.usage.prompt_tokens == 21
+
+
+async def test_usage_override_and_omission() -> None:
+    """A usage dict overrides fields (total recomputed); usage=False omits usage."""
+    details = {
+        "prompt_tokens": 10,
+        "completion_tokens": 3,
+        "prompt_tokens_details": {"cached_tokens": 2},
+        "completion_tokens_details": {"reasoning_tokens": 1},
+    }
+    script = [text("a", usage=details), text("b", usage={"total_tokens": 99}), text("c", usage=False)]
+    async with serve(script) as (_, client):
+        overridden, total_only, omitted = [await ask(client) for _ in range(3)]
+    assert overridden.usage.total_tokens == 13
+    assert overridden.usage.prompt_tokens_details.cached_tokens == 2
+    assert overridden.usage.completion_tokens_details.reasoning_tokens == 1
+    assert total_only.usage.total_tokens == 99
+    assert omitted.usage is None
+
+
+async def test_streamed_text_reassembles_like_openai() -> None:
+    """A streamed text comes in role chunk, small content chunks, finish chunk, no usage."""
+    async with serve([text("Sunny in Tokyo.")]) as (_, client):
+        chunks = await raw_chunks(client)
+    deltas = [chunk["choices"][0]["delta"] for chunk in chunks]
+    assert deltas[0] == {"role": "assistant", "content": ""}
+    contents = [delta.get("content") for delta in deltas[1:-1]]
+    assert contents == ["Sunn", "y in", " Tok", "yo."]
+    assert "".join(contents) == "Sunny in Tokyo."
+    assert deltas[-1] == {}
+    assert [chunk["choices"][0]["finish_reason"] for chunk in chunks][-2:] == [None, "stop"]
+    assert {chunk["object"] for chunk in chunks} == {"chat.completion.chunk"}
+    assert all(chunk.get("usage") is None for chunk in chunks)
+
+
+async def test_stream_usage_chunk_only_when_asked() -> None:
+    """include_usage adds a last chunk with usage and no choices, unless usage=False."""
+    script = [text("Hello", chunk_size=2), text("Hello", usage=False)]
+    async with serve(script) as (_, client):
+        with_usage = await raw_chunks(client, stream_options={"include_usage": True})
+        without = await raw_chunks(client, stream_options={"include_usage": True})
+    assert with_usage[-1]["choices"] == []
+    assert with_usage[-1]["usage"] == {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}
+    assert [c["choices"][0]["delta"].get("content") for c in with_usage[1:-2]] == ["He", "ll", "o"]
+    assert all(chunk["choices"] for chunk in without)
+
+
+async def test_streamed_tool_calls_follow_openai_deltas() -> None:
+    """A call's first delta has index, id, type, name and empty arguments; the rest fragments."""
+    script = [tool_calls(call("get_weather", {"city": "Tokyo"}), call("get_time", {"tz": "JST"}))]
+    async with serve(script) as (_, client):
+        chunks = await raw_chunks(client)
+    deltas = tool_deltas(chunks)
+    assert deltas[0] == {
+        "index": 0,
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": ""},
+    }
+    assert all(set(d) == {"index", "function"} and set(d["function"]) == {"arguments"}
+               for d in deltas if "id" not in d)  # fmt: skip
+    assert [d["index"] for d in deltas] == sorted(d["index"] for d in deltas)
+    assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": None}
+    assert assemble_tool_calls(chunks) == {
+        0: {"id": "call_1", "name": "get_weather", "arguments": '{"city": "Tokyo"}'},
+        1: {"id": "call_2", "name": "get_time", "arguments": '{"tz": "JST"}'},
+    }
+
+
+async def test_streamed_tool_calls_can_interleave_and_omit_ids() -> None:
+    """interleave alternates the calls' fragments by index and still reassembles."""
+    script = [tool_calls(call("a", {"x": 1}), call("b", {"y": 2}), interleave=True, omit_ids=True)]
+    async with serve(script) as (_, client):
+        chunks = await raw_chunks(client)
+    indexes = [d["index"] for d in tool_deltas(chunks)]
+    assert indexes[:4] == [0, 1, 0, 1]
+    assert all("id" not in delta for delta in tool_deltas(chunks))
+    assert assemble_tool_calls(chunks) == {
+        0: {"id": None, "name": "a", "arguments": '{"x": 1}'},
+        1: {"id": None, "name": "b", "arguments": '{"y": 2}'},
+    }
+
+
+async def test_client_can_stop_reading_mid_stream() -> None:
+    """Closing a slow stream early leaves the server serving the next request."""
+    script = [text("a long answer that streams slowly", chunk_delay=0.05), text("next")]
+    async with serve(script) as (_, client):
+        stream = await ask(client, stream=True)
+        async for _ in stream:
+            break
+        await stream.close()
+        assert (await ask(client)).choices[0].message.content == "next"
+
+
+async def test_rate_limit_reaches_the_sdk_with_retry_headers() -> None:
+    """fault.rate_limit is a 429 RateLimitError carrying Retry-After and retry-after-ms."""
+    async with serve([fault.rate_limit(retry_after=2, retry_after_ms=1500)]) as (_, client):
+        with pytest.raises(openai.RateLimitError) as caught:
+            await ask(client)
+    assert caught.value.status_code == 429
+    assert caught.value.response.headers["retry-after"] == "2"
+    assert caught.value.response.headers["retry-after-ms"] == "1500"
+    assert caught.value.code == "rate_limit_exceeded"
+
+
+async def test_status_faults_map_to_sdk_errors() -> None:
+    """server_error is an InternalServerError; fault.status sets status, type and code."""
+    script = [
+        fault.server_error(),
+        fault.status(400, "too long", error_code="context_length_exceeded"),
+        fault.status(503, "busy", headers={"x-why": "maintenance"}),
+    ]
+    async with serve(script) as (_, client):
+        with pytest.raises(openai.InternalServerError) as server_error:
+            await ask(client)
+        with pytest.raises(openai.BadRequestError) as bad_request:
+            await ask(client)
+        with pytest.raises(openai.APIStatusError) as unavailable:
+            await ask(client)
+    assert server_error.value.status_code == 500
+    assert bad_request.value.body == {
+        "message": "too long",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": "context_length_exceeded",
+    }
+    assert unavailable.value.status_code == 503
+    assert unavailable.value.response.headers["x-why"] == "maintenance"
+
+
+async def test_hang_times_out_the_client_and_closes_cleanly() -> None:
+    """A hanging request makes the client time out; the server still exits promptly."""
+    started = time.monotonic()
+    async with serve([fault.hang(), fault.hang()]) as (_, client):
+        with pytest.raises(openai.APITimeoutError):
+            await client.with_options(timeout=0.2).chat.completions.create(model="m", messages=HI)
+        # The second one is still pending when the server shuts down.
+        pending = asyncio.ensure_future(ask(client))
+        await asyncio.sleep(0.05)
+    with pytest.raises(openai.APIConnectionError):
+        await pending
+    assert time.monotonic() - started < 2
+
+
+async def test_disconnect_is_a_connection_error() -> None:
+    """fault.disconnect closes the connection with no response: APIConnectionError."""
+    async with serve([fault.disconnect(), text("after")]) as (_, client):
+        with pytest.raises(openai.APIConnectionError):
+            await ask(client)
+        assert (await ask(client)).choices[0].message.content == "after"
+
+
+async def test_delay_answers_after_waiting() -> None:
+    """fault.delay answers with its reply once the delay is over."""
+    async with serve([fault.delay(0.2, text("late"))]) as (_, client):
+        started = time.monotonic()
+        completion = await ask(client)
+    assert completion.choices[0].message.content == "late"
+    assert time.monotonic() - started >= 0.2
+
+
+async def test_exhausted_script_answers_500_with_a_clear_message() -> None:
+    """A request past the end of the script gets a 500 saying the script is exhausted."""
+    async with serve([text("only one")]) as (server, client):
+        await ask(client)
+        with pytest.raises(openai.InternalServerError) as caught:
+            await ask(client)
+    assert "script is exhausted" in caught.value.message
+    assert "request #2" in caught.value.message
+    assert len(server.requests) == 2
+
+
+async def test_add_extends_the_script_while_running() -> None:
+    """add() appends replies; remaining lists those not used yet."""
+    async with serve([text("one")]) as (server, client):
+        server.add(text("two"), text("three"))
+        assert server.remaining == (text("one"), text("two"), text("three"))
+        answers = [(await ask(client)).choices[0].message.content for _ in range(2)]
+        assert server.remaining == (text("three"),)
+    assert answers == ["one", "two"]
+
+
+async def test_sync_and_async_script_functions() -> None:
+    """A script may be a sync or an async function of the recorded request."""
+
+    def sync_echo(request: RecordedRequest) -> Reply:
+        return text(f"sync: {request.messages[-1]['content']}")
+
+    async def async_echo(request: RecordedRequest) -> Reply:
+        await asyncio.sleep(0)
+        return text(f"async: {len(request.messages)} messages")
+
+    async with serve(sync_echo) as (server, client):
+        assert (await ask(client)).choices[0].message.content == "sync: Hi"
+        assert server.remaining == ()
+        with pytest.raises(TypeError, match="list script"):
+            server.add(text("x"))
+    async with serve(async_echo) as (_, client):
+        assert (await ask(client)).choices[0].message.content == "async: 1 messages"
+
+
+async def test_script_function_errors_are_raised_on_exit() -> None:
+    """A script function that raises gives a 500, then fails the test at exit."""
+
+    def failing(request: RecordedRequest) -> Reply:
+        raise AssertionError("the fake saw something wrong")
+
+    with pytest.raises(AssertionError, match="the fake saw something wrong"):
+        async with serve(failing) as (_, client):
+            with pytest.raises(openai.InternalServerError, match="script function raised"):
+                await ask(client)
+
+
+async def test_requests_are_recorded_in_order() -> None:
+    """requests holds each body, lower-cased headers, path, model, tools and stream flag."""
+    async with serve([text("a"), text("b")]) as (server, client):
+        await ask(client, messages=HI, tools=[WEATHER_TOOL], temperature=0)
+        stream = await ask(client, messages=[{"role": "user", "content": "again"}], stream=True)
+        async for _ in stream:
+            pass
+    first, second = server.requests
+    assert first.body == {"model": "any", "messages": HI, "tools": [WEATHER_TOOL], "temperature": 0}
+    assert (first.model, first.stream, first.path) == ("any", False, "/v1/chat/completions")
+    assert first.tools == [WEATHER_TOOL]
+    assert first.headers["authorization"] == "Bearer test"
+    assert second.stream is True
+    assert second.tools == []
+    assert second.messages == [{"role": "user", "content": "again"}]
+
+
+async def test_models_endpoint_lists_the_model() -> None:
+    """GET /v1/models lists the server's one model."""
+    async with serve(model="fake-model") as (_, client):
+        models = [model.id async for model in client.models.list()]
+        retrieved = await client.models.retrieve("fake-model")
+        with pytest.raises(openai.NotFoundError):
+            await client.models.retrieve("other")
+    assert models == ["fake-model"]
+    assert retrieved.id == "fake-model"
+
+
+async def test_weather_scenario_runs_a_tool_loop() -> None:
+    """The weather scenario calls get_weather for the asked city, then reports it."""
+    assert scenarios.weather is weather_scenario
+    async with serve(weather_scenario) as (_, client):
+        messages: list[Any] = [{"role": "user", "content": "What's the weather in paris?"}]
+        first = await ask(client, messages=messages, tools=[WEATHER_TOOL])
+        tool_call = first.choices[0].message.tool_calls[0]
+        assert (tool_call.function.name, tool_call.function.arguments) == (
+            "get_weather",
+            '{"city": "Paris"}',
+        )
+        messages += [
+            first.choices[0].message.model_dump(exclude_none=True),
+            {"role": "tool", "tool_call_id": tool_call.id, "content": "sunny"},
+        ]
+        second = await ask(client, messages=messages, tools=[WEATHER_TOOL])
+        greeting = await ask(client)
+        defaulted = await ask(client, messages=[{"role": "user", "content": "?"}], tools=[WEATHER_TOOL])
+    assert second.choices[0].message.content == "It is sunny and 22 °C in Paris."
+    assert greeting.choices[0].message.content.startswith("Hello!")
+    assert defaulted.choices[0].message.tool_calls[0].function.arguments == '{"city": "Tokyo"}'
+
+
+async def test_cli_serves_in_another_process() -> None:
+    """python -m agentfsm.testing prints READY <base_url>, answers, and stops on SIGTERM."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "agentfsm.testing", "--scenario", "weather", "--port", "0",
+        cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        line = (await asyncio.wait_for(process.stdout.readline(), timeout=10)).decode()
+        match = re.fullmatch(r"READY (http://127\.0\.0\.1:\d+/v1)\n", line)
+        assert match, line
+        client = openai.AsyncOpenAI(base_url=match.group(1), api_key="test", max_retries=0)
+        async with client:
+            completion = await ask(client, tools=[WEATHER_TOOL])
+        assert completion.choices[0].message.tool_calls[0].function.name == "get_weather"
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.wait_for(process.communicate(), timeout=10)
+    assert process.returncode == 0, stderr.decode()
+
+
+def python_blocks(markdown: str) -> list[str]:
+    """The ```python code blocks of a markdown page."""
+    return re.findall(r"^```python\n(.*?)^```$", markdown, flags=re.MULTILINE | re.DOTALL)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        pytest.param(source, id=f"example-{number}")
+        for number, source in enumerate(
+            python_blocks((ROOT / "docs" / "testing.md").read_text(encoding="utf-8")), start=1
+        )
+    ],
+)
+async def test_docs_examples_run(source: str) -> None:
+    """Every Python example in docs/testing.md runs as written."""
+    # The examples call asyncio.run themselves, so they need a thread without a loop.
+    await asyncio.to_thread(exec, compile(source, "docs/testing.md", "exec"), {"__name__": "docs"})
