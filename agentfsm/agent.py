@@ -183,6 +183,7 @@ class Agent:
         )
         self._stop_board = _StopBoard()
         self._clock = clock
+        self._owns_client = client is None
         self._model = OpenAIChatModel(
             client if client is not None else _make_client(api_key, base_url),
             model,
@@ -195,6 +196,17 @@ class Agent:
             f"base_url={str(self._model.client.base_url)!r}, "
             f"tools={[t.name for t in self.tools]!r})"
         )
+
+    async def aclose(self) -> None:
+        """Close the HTTP client the agent created (a client passed as ``client=`` is yours)."""
+        if self._owns_client:
+            await self._model.client.close()
+
+    async def __aenter__(self) -> Agent:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
     # ------------------------------------------------------------------ driving
 

@@ -82,3 +82,7 @@ async def _demo() -> None:
         print("path:        " + " → ".join(
             ["trimming_context"] + [r.to_phase.value for r in response.conversation.transitions]
         ))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -22,7 +22,8 @@ from agentfsm.state import SCHEMA_VERSION, Conversation
 
 __all__ = ["dumps", "loads", "structure", "unstructure"]
 
-_converter = cattrs.Converter(omit_if_default=True, forbid_extra_keys=True)
+_converter = cattrs.Converter(forbid_extra_keys=True)  # defaults written out: a stored
+# payload must not change meaning if a default changes one day.
 # Messages and content parts are tagged by the field they already carry.
 configure_tagged_union(
     TextPart | RawPart,

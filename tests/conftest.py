@@ -28,8 +28,12 @@ AgentFactory = Callable[..., AsyncOpenAISimpleAgent]
 
 
 @pytest.fixture
-def make_agent(server: ScriptedOpenAIServer) -> AgentFactory:
-    """Builds agents pointed at the ``server`` fixture; keywords override the defaults."""
+async def make_agent(server: ScriptedOpenAIServer) -> AsyncIterator[AgentFactory]:
+    """Builds agents pointed at the ``server`` fixture; keywords override the defaults.
+
+    Every agent made is closed after the test.
+    """
+    made: list[AsyncOpenAISimpleAgent] = []
 
     def make(**kwargs: Any) -> AsyncOpenAISimpleAgent:
         options: dict[str, Any] = {
@@ -38,6 +42,10 @@ def make_agent(server: ScriptedOpenAIServer) -> AgentFactory:
             "base_url": server.base_url,
         }
         options.update(kwargs)
-        return AsyncOpenAISimpleAgent(**options)
+        agent = AsyncOpenAISimpleAgent(**options)
+        made.append(agent)
+        return agent
 
-    return make
+    yield make
+    for agent in made:
+        await agent.aclose()

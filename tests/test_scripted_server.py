@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import json
+import doctest
 import os
 import re
 import signal
@@ -17,6 +17,7 @@ from typing import Any
 import openai
 import pytest
 
+import agentfsm.testing
 from agentfsm.testing import (
     RecordedRequest,
     Reply,
@@ -31,6 +32,8 @@ from agentfsm.testing import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
+# Where agentfsm is imported from, so the CLI subprocess imports the same code.
+PACKAGE_ROOT = Path(agentfsm.testing.__file__).absolute().parents[2]
 HI = [{"role": "user", "content": "Hi"}]
 WEATHER_TOOL = {
     "type": "function",
@@ -164,8 +167,11 @@ async def test_usage_is_computed_by_default() -> None:
 
 async def test_usage_uses_a_custom_token_counter() -> None:
     """A token_counter given to the server decides prompt_tokens."""
-    counter = lambda messages: 7 * len(messages)  # noqa: E731
-    async with serve([text("hi")], token_counter=counter) as (_, client):
+
+    def seven_per_message(messages: list[dict[str, Any]]) -> int:
+        return 7 * len(messages)
+
+    async with serve([text("hi")], token_counter=seven_per_message) as (_, client):
         completion = await ask(client, messages=HI * 3)
     assert completion.usage.prompt_tokens == 21
 
@@ -178,7 +184,11 @@ async def test_usage_override_and_omission() -> None:
         "prompt_tokens_details": {"cached_tokens": 2},
         "completion_tokens_details": {"reasoning_tokens": 1},
     }
-    script = [text("a", usage=details), text("b", usage={"total_tokens": 99}), text("c", usage=False)]
+    script = [
+        text("a", usage=details),
+        text("b", usage={"total_tokens": 99}),
+        text("c", usage=False),
+    ]
     async with serve(script) as (_, client):
         overridden, total_only, omitted = [await ask(client) for _ in range(3)]
     assert overridden.usage.total_tokens == 13
@@ -210,7 +220,11 @@ async def test_stream_usage_chunk_only_when_asked() -> None:
         with_usage = await raw_chunks(client, stream_options={"include_usage": True})
         without = await raw_chunks(client, stream_options={"include_usage": True})
     assert with_usage[-1]["choices"] == []
-    assert with_usage[-1]["usage"] == {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}
+    assert with_usage[-1]["usage"] == {
+        "prompt_tokens": 10,
+        "completion_tokens": 2,
+        "total_tokens": 12,
+    }
     assert [c["choices"][0]["delta"].get("content") for c in with_usage[1:-2]] == ["He", "ll", "o"]
     assert all(chunk["choices"] for chunk in without)
 
@@ -227,8 +241,11 @@ async def test_streamed_tool_calls_follow_openai_deltas() -> None:
         "type": "function",
         "function": {"name": "get_weather", "arguments": ""},
     }
-    assert all(set(d) == {"index", "function"} and set(d["function"]) == {"arguments"}
-               for d in deltas if "id" not in d)  # fmt: skip
+    fragments = [delta for delta in deltas if "type" not in delta]
+    assert fragments
+    assert all(
+        set(d) == {"index", "function"} and set(d["function"]) == {"arguments"} for d in fragments
+    )
     assert [d["index"] for d in deltas] == sorted(d["index"] for d in deltas)
     assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
     assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": None}
@@ -376,10 +393,13 @@ async def test_script_function_errors_are_raised_on_exit() -> None:
     def failing(request: RecordedRequest) -> Reply:
         raise AssertionError("the fake saw something wrong")
 
-    with pytest.raises(AssertionError, match="the fake saw something wrong"):
+    async def one_request() -> None:
         async with serve(failing) as (_, client):
             with pytest.raises(openai.InternalServerError, match="script function raised"):
                 await ask(client)
+
+    with pytest.raises(AssertionError, match="the fake saw something wrong"):
+        await one_request()
 
 
 async def test_requests_are_recorded_in_order() -> None:
@@ -397,6 +417,17 @@ async def test_requests_are_recorded_in_order() -> None:
     assert second.stream is True
     assert second.tools == []
     assert second.messages == [{"role": "user", "content": "again"}]
+
+
+async def test_base_url_needs_a_running_server_that_runs_once() -> None:
+    """base_url before start and a second `async with` raise RuntimeError."""
+    server = ScriptedOpenAIServer()
+    with pytest.raises(RuntimeError, match="not running"):
+        _ = server.base_url
+    async with server:
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+/v1", server.base_url)
+    with pytest.raises(RuntimeError, match="runs once"):
+        await server.__aenter__()
 
 
 async def test_models_endpoint_lists_the_model() -> None:
@@ -427,7 +458,9 @@ async def test_weather_scenario_runs_a_tool_loop() -> None:
         ]
         second = await ask(client, messages=messages, tools=[WEATHER_TOOL])
         greeting = await ask(client)
-        defaulted = await ask(client, messages=[{"role": "user", "content": "?"}], tools=[WEATHER_TOOL])
+        defaulted = await ask(
+            client, messages=[{"role": "user", "content": "?"}], tools=[WEATHER_TOOL]
+        )
     assert second.choices[0].message.content == "It is sunny and 22 °C in Paris."
     assert greeting.choices[0].message.content.startswith("Hello!")
     assert defaulted.choices[0].message.tool_calls[0].function.arguments == '{"city": "Tokyo"}'
@@ -435,16 +468,21 @@ async def test_weather_scenario_runs_a_tool_loop() -> None:
 
 async def test_cli_serves_in_another_process() -> None:
     """python -m agentfsm.testing prints READY <base_url>, answers, and stops on SIGTERM."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    path = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "agentfsm.testing", "--scenario", "weather", "--port", "0",
-        cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        *[sys.executable, "-m", "agentfsm.testing", "--scenario", "weather", "--port", "0"],
+        cwd=PACKAGE_ROOT,
+        env={**os.environ, "PYTHONPATH": path},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     try:
         assert process.stdout is not None
+        assert process.stderr is not None
         line = (await asyncio.wait_for(process.stdout.readline(), timeout=10)).decode()
         match = re.fullmatch(r"READY (http://127\.0\.0\.1:\d+/v1)\n", line)
-        assert match, line
+        if match is None:
+            pytest.fail(f"no READY line: {line!r}, stderr: {(await process.stderr.read())!r}")
         client = openai.AsyncOpenAI(base_url=match.group(1), api_key="test", max_retries=0)
         async with client:
             completion = await ask(client, tools=[WEATHER_TOOL])
@@ -474,3 +512,13 @@ async def test_docs_examples_run(source: str) -> None:
     """Every Python example in docs/testing.md runs as written."""
     # The examples call asyncio.run themselves, so they need a thread without a loop.
     await asyncio.to_thread(exec, compile(source, "docs/testing.md", "exec"), {"__name__": "docs"})
+
+
+@pytest.mark.parametrize("public", [text, call, default_token_counter, weather_scenario])
+def test_docstring_examples_run(public: Any) -> None:
+    """The examples in the public docstrings hold."""
+    runner = doctest.DocTestRunner()
+    for example in doctest.DocTestFinder().find(public):
+        runner.run(example)
+    assert runner.summarize(verbose=False) == doctest.TestResults(0, runner.tries)
+    assert runner.tries > 0

@@ -223,9 +223,12 @@ class ScriptedOpenAIServer:
 
         Returns:
             The server itself.
+
+        Raises:
+            RuntimeError: The server was started before; each server runs once.
         """
-        if self._runner is not None:
-            msg = "the server is already running"
+        if self._bound_port is not None:
+            msg = "a ScriptedOpenAIServer runs once: create a new one for another `async with`"
             raise RuntimeError(msg)
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat_completions)
@@ -452,7 +455,9 @@ class ScriptedOpenAIServer:
                 if position and await self._closed_during(reply.chunk_delay):
                     self._drop(request)
                     return response
-                await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                await response.write(
+                    f"data: {json.dumps(chunk, separators=(',', ':'))}\n\n".encode()
+                )
             await response.write(b"data: [DONE]\n\n")
             await response.write_eof()
         except ConnectionError:

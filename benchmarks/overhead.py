@@ -1,0 +1,159 @@
+"""CPU cost of an agentfsm conversation against a hand-written loop on the raw openai SDK.
+
+Both run the same one-tool conversation (user → tool call → tool result → final answer)
+against the scripted server in another process, so the server's CPU is not counted. Prints
+CPU seconds per conversation for both and their ratio, sequentially and with 500 at once.
+
+    python benchmarks/overhead.py [--conversations 300] [--concurrent 500] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx2 as httpx  # the HTTP library of the installed openai SDK
+import openai
+
+from agentfsm import AsyncOpenAISimpleAgent, tool
+
+SYSTEM = "You are a helpful assistant."
+QUESTION = "what is the weather in tokyo"
+
+
+async def get_weather_impl(city: str) -> str:
+    return f"Sunny, 22 °C in {city}"
+
+
+@tool
+async def get_weather(city: str) -> str:
+    """Current weather for a city.
+
+    Args:
+        city: the city name.
+    """
+    return await get_weather_impl(city)
+
+
+TOOLS = [get_weather.to_openai()]
+
+
+async def raw_conversation(client: openai.AsyncOpenAI) -> str:
+    """The hand-written loop a careful user would write on the raw SDK."""
+    messages: list[dict[str, Any]] = [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": QUESTION},
+    ]
+    for _ in range(10):
+        completion = await client.chat.completions.create(
+            model="scripted-model", messages=messages, tools=TOOLS
+        )
+        message = completion.choices[0].message
+        if not message.tool_calls:
+            return message.content or ""
+        messages.append(
+            {
+                "role": "assistant",
+                "tool_calls": [
+                    {
+                        "id": c.id,
+                        "type": "function",
+                        "function": {"name": c.function.name, "arguments": c.function.arguments},
+                    }
+                    for c in message.tool_calls
+                ],
+            }
+        )
+        for c in message.tool_calls:
+            result = await get_weather_impl(**json.loads(c.function.arguments))
+            messages.append({"role": "tool", "tool_call_id": c.id, "content": result})
+    raise RuntimeError("no final answer")
+
+
+async def measure(
+    make: Callable[[], Awaitable[str]], conversations: int, concurrent: int
+) -> tuple[float, float]:
+    """CPU seconds per conversation: run one after another, then ``concurrent`` at once."""
+    for _ in range(5):  # warm up connections and caches
+        await make()
+    began = time.process_time()
+    for _ in range(conversations):
+        await make()
+    sequential = (time.process_time() - began) / conversations
+    began = time.process_time()
+    results = await asyncio.gather(*(make() for _ in range(concurrent)))
+    parallel = (time.process_time() - began) / concurrent
+    assert all("Sunny" in r or "sunny" in r for r in results), results[:3]
+    return sequential, parallel
+
+
+async def main(conversations: int, concurrent: int, rounds: int) -> None:
+    server = subprocess.Popen(
+        [sys.executable, "-m", "agentfsm.testing", "--scenario", "weather", "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline().strip()
+        if not line.startswith("READY "):
+            raise RuntimeError(f"scripted server did not start: {line!r}")
+        base_url = line.split(" ", 1)[1]
+        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
+
+        def client() -> openai.AsyncOpenAI:
+            return openai.AsyncOpenAI(
+                api_key="bench",
+                base_url=base_url,
+                max_retries=0,
+                http_client=openai.DefaultAsyncHttpxClient(limits=limits),
+            )
+
+        raw_client = client()
+        agent = AsyncOpenAISimpleAgent(
+            model="scripted-model",
+            client=client(),
+            system_prompt=SYSTEM,
+            tool_registry=[get_weather],
+        )
+
+        async def via_agent() -> str:
+            return (await agent.send_message(QUESTION, user_id="u1")).output
+
+        raw_seq: list[float] = []
+        raw_par: list[float] = []
+        fsm_seq: list[float] = []
+        fsm_par: list[float] = []
+        for _ in range(rounds):  # interleave, so drift in the machine hits both alike
+            s, p = await measure(lambda: raw_conversation(raw_client), conversations, concurrent)
+            raw_seq.append(s)
+            raw_par.append(p)
+            s, p = await measure(via_agent, conversations, concurrent)
+            fsm_seq.append(s)
+            fsm_par.append(p)
+        print(f"one-tool conversation, {conversations} sequential / {concurrent} concurrent,")
+        print(f"best of {rounds} rounds, CPU ms per conversation (client process only)")
+        print(f"{'':24}{'raw openai':>12}{'agentfsm':>12}{'ratio':>8}")
+        for label, raw, fsm in (
+            ("sequential", min(raw_seq), min(fsm_seq)),
+            (f"{concurrent} concurrent", min(raw_par), min(fsm_par)),
+        ):
+            print(f"{label:24}{raw * 1e3:12.3f}{fsm * 1e3:12.3f}{fsm / raw:8.3f}x")
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--conversations", type=int, default=300)
+    parser.add_argument("--concurrent", type=int, default=500)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    asyncio.run(main(args.conversations, args.concurrent, args.rounds))
