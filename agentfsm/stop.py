@@ -38,14 +38,14 @@ class _StopBoard:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._requested: set[str] = set()
-        self._waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
+        self._waiters: dict[str, dict[int, tuple[asyncio.AbstractEventLoop, Callable[[], None]]]] = {}
 
     def request(self, chat_id: str) -> None:
         with self._lock:
             self._requested.add(chat_id)
-            waiters = tuple(self._waiters.get(chat_id, ()))
-        for loop, event in waiters:
-            loop.call_soon_threadsafe(event.set)
+            waiters = tuple(self._waiters.get(chat_id, {}).values())
+        for loop, callback in waiters:
+            loop.call_soon_threadsafe(callback)
 
     def is_requested(self, chat_id: str) -> bool:
         return chat_id in self._requested
@@ -54,21 +54,22 @@ class _StopBoard:
         with self._lock:
             self._requested.discard(chat_id)
 
-    def register(self, chat_id: str, event: asyncio.Event) -> None:
-        entry = (asyncio.get_running_loop(), event)
+    def register(self, chat_id: str, key: int, callback: Callable[[], None]) -> None:
+        """Call ``callback`` on this loop when a stop is requested for ``chat_id``."""
+        loop = asyncio.get_running_loop()
         with self._lock:
-            self._waiters.setdefault(chat_id, set()).add(entry)
-            if chat_id in self._requested:
-                event.set()
+            self._waiters.setdefault(chat_id, {})[key] = (loop, callback)
+            requested = chat_id in self._requested
+        if requested:
+            loop.call_soon(callback)
 
-    def unregister(self, chat_id: str, event: asyncio.Event) -> None:
+    def unregister(self, chat_id: str, key: int) -> None:
         with self._lock:
             waiters = self._waiters.get(chat_id)
-            if waiters is None:
-                return
-            waiters.difference_update({w for w in waiters if w[1] is event})
-            if not waiters:
-                del self._waiters[chat_id]
+            if waiters is not None:
+                waiters.pop(key, None)
+                if not waiters:
+                    del self._waiters[chat_id]
 
 
 class _StopSignal:
@@ -134,33 +135,57 @@ class _StopWatch:
         return self.source is not None
 
     async def run(self, work: Awaitable[T]) -> T | _Stopped:
-        """The result of ``work``, or ``STOPPED`` if a stop came first (``work`` is cancelled)."""
-        task = asyncio.ensure_future(work)
-        event = asyncio.Event()
-        self._board.register(self._chat_id, event)
-        watcher = asyncio.ensure_future(self._wait(event))
-        try:
-            await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            self._board.unregister(self._chat_id, event)
-            if not task.done():
-                task.cancel()
-            watcher.cancel()
-            await asyncio.gather(task, watcher, return_exceptions=True)
-        if task.cancelled() and self.source is not None:
-            return STOPPED
-        return task.result()
+        """The result of ``work``, or ``STOPPED`` if a stop came first (``work`` is cancelled).
 
-    async def _wait(self, event: asyncio.Event) -> None:
-        if self._signal is None:
-            await event.wait()
-        else:
-            while True:
-                try:
-                    await asyncio.wait_for(event.wait(), self._signal.interval)
-                    break
-                except asyncio.TimeoutError:
-                    if await self._signal(self._chat_id, self._user_id):
-                        self.source = "stop_signal_function"
-                        return
-        self.source = "request_stop"
+        ``work`` runs in the calling task (no extra task per request: this is the hot path);
+        a stop cancels that task and the cancellation is caught here, so it never leaks.
+        """
+        task = asyncio.current_task()
+        assert task is not None
+        running = True
+
+        def stop(source: str) -> None:
+            if running and self.source is None:
+                self.source = source
+                task.cancel()
+
+        key = id(self)
+        self._board.register(self._chat_id, key, lambda: stop("request_stop"))
+        poller = (
+            None
+            if self._signal is None
+            else asyncio.get_running_loop().create_task(self._poll(self._signal, stop))
+        )
+        try:
+            result = await work
+        except asyncio.CancelledError:
+            if self.source is None or _cancelling(task) > 1:
+                raise  # a cancellation of the caller's, not ours
+            _uncancel(task)
+            return STOPPED
+        finally:
+            running = False
+            self._board.unregister(self._chat_id, key)
+            if poller is not None:
+                poller.cancel()
+        return result
+
+    async def _poll(self, signal: _StopSignal, stop: Callable[[str], None]) -> None:
+        while True:
+            await asyncio.sleep(signal.interval)
+            if await signal(self._chat_id, self._user_id):
+                stop("stop_signal_function")
+                return
+
+
+def _cancelling(task: asyncio.Task[Any]) -> int:
+    """Pending cancellation requests of ``task`` (Python >= 3.11 counts them; 3.10 cannot)."""
+    counter = getattr(task, "cancelling", None)
+    return counter() if counter is not None else 1
+
+
+def _uncancel(task: asyncio.Task[Any]) -> None:
+    """Withdraw our own cancellation so structured concurrency above us is not confused."""
+    uncancel = getattr(task, "uncancel", None)
+    if uncancel is not None:
+        uncancel()

@@ -11,6 +11,7 @@ import enum
 import functools
 import inspect
 import json
+import math
 import re
 import types
 import typing
@@ -202,64 +203,7 @@ class Tool:
                 "<unnamed>", f"the callable {func!r} has no __name__; pass name=..."
             )
         _validate_name(tool_name)
-        target = _introspection_target(func)
-        signature = _signature(tool_name, func)
-        hints = _type_hints(tool_name, target)
-        doc_description, arg_docs, _ = _parse_docstring(_own_doc(func, target))
-
-        properties: dict[str, Any] = {}
-        required: list[str] = []
-        converters: list[tuple[str, _Converter]] = []
-        injected: list[tuple[str, str | None]] = []
-        for param in signature.parameters.values():
-            if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-                stars = "*" if param.kind is param.VAR_POSITIONAL else "**"
-                raise ToolDefinitionError(
-                    tool_name,
-                    f"cannot build a schema for {stars}{param.name}; declare each argument as a "
-                    "named parameter, or use Tool.from_dict with an explicit schema",
-                )
-            hint = hints.get(param.name, _UNANNOTATED)
-            source = _injection(param, hint, declared=())
-            if source is not _NOT_INJECTED:
-                injected.append((param.name, source))
-                continue
-            if param.kind is param.POSITIONAL_ONLY:
-                if param.default is param.empty:
-                    raise ToolDefinitionError(
-                        tool_name,
-                        f"parameter {param.name!r} is positional-only, so it cannot be passed by "
-                        "name",
-                    )
-                continue
-            try:
-                schema, converter = _shape(hint, ())
-            except _SchemaError as exc:
-                raise ToolDefinitionError(tool_name, f"parameter {param.name!r}: {exc}") from None
-            described = _annotated_description(hint) or arg_docs.get(param.name)
-            if described:
-                schema = {**schema, "description": described}
-            if param.default is param.empty:
-                required.append(param.name)
-            else:
-                schema = _with_default(schema, param.default)
-            properties[param.name] = schema
-            if converter is not None:
-                converters.append((param.name, converter))
-
-        parameters: dict[str, Any] = {"type": "object", "properties": properties}
-        if required:
-            parameters["required"] = required
-        parameters["additionalProperties"] = False
-        binding = _make_binding(
-            tool_name,
-            parameters,
-            properties=properties,
-            extra_required=(),
-            injected=tuple(injected),
-            converters=tuple(converters),
-            func=func,
-        )
+        parameters, doc_description, binding = _generate(tool_name, func)
         return cls(
             name=tool_name,
             description=doc_description if description is None else description,
@@ -551,7 +495,7 @@ def format_result(value: Any) -> str:
             return known
         value = known
     try:
-        return json.dumps(value, default=_json_default, ensure_ascii=False)
+        return _ENCODER.encode(value)
     except (TypeError, ValueError):  # non-string keys json refuses, cycles
         return str(value)
 
@@ -595,6 +539,8 @@ def _parse_arguments(name: str, arguments: str | Mapping[str, Any] | None) -> di
                 f"Invalid arguments for tool {name!r}: not valid JSON ({exc.msg} at line "
                 f"{exc.lineno} column {exc.colno}); send the arguments as a JSON object",
             ) from None
+        if type(parsed) is dict:
+            return parsed  # fresh from the parser: no copy needed
         if isinstance(parsed, str):  # arguments encoded twice, as some models do
             try:
                 reparsed = json.loads(parsed)
@@ -633,8 +579,8 @@ def _introspection_target(func: Callable[..., Any]) -> Any:
 
 def _own_doc(func: Callable[..., Any], target: Any) -> str | None:
     doc = getattr(target, "__doc__", None)
-    if not doc and not inspect.isroutine(func):
-        doc = type(func).__doc__
+    if not doc and not inspect.isroutine(func) and not isinstance(func, functools.partial):
+        doc = type(func).__doc__  # a callable object described by its class
     return doc if isinstance(doc, str) else None
 
 
@@ -656,6 +602,72 @@ def _type_hints(name: str, target: Any) -> dict[str, Any]:
             f"cannot resolve the type hints ({type(exc).__name__}: {exc}); types used in "
             "annotations must be importable from the function's module",
         ) from None
+
+
+def _generate(tool_name: str, func: Callable[..., Any]) -> tuple[dict[str, Any], str, _Binding]:
+    """The generated parameters schema, the docstring's description, and the binding."""
+    target = _introspection_target(func)
+    signature = _signature(tool_name, func)
+    hints = _type_hints(tool_name, target)
+    doc_description, arg_docs, _ = _parse_docstring(_own_doc(func, target))
+
+    properties: dict[str, Any] = {}
+    required: list[str] = []
+    converters: list[tuple[str, _Converter]] = []
+    injected: list[tuple[str, str | None]] = []
+    for param in signature.parameters.values():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            stars = "*" if param.kind is param.VAR_POSITIONAL else "**"
+            raise ToolDefinitionError(
+                tool_name,
+                f"cannot build a schema for {stars}{param.name}; declare each argument as a "
+                "named parameter, or use Tool.from_dict with an explicit schema",
+            )
+        if param.kind is param.POSITIONAL_ONLY:
+            _skip_positional_only(tool_name, param)
+            continue
+        hint = hints.get(param.name, _UNANNOTATED)
+        source = _injection(param, hint, declared=())
+        if source is not _NOT_INJECTED:
+            injected.append((param.name, source))
+            continue
+        try:
+            schema, converter = _shape(hint, ())
+        except _SchemaError as exc:
+            raise ToolDefinitionError(tool_name, f"parameter {param.name!r}: {exc}") from None
+        described = _annotated_description(hint) or arg_docs.get(param.name)
+        if described:
+            schema = {**schema, "description": described}
+        if param.default is param.empty:
+            required.append(param.name)
+        else:
+            schema = _with_default(schema, param.default)
+        properties[param.name] = schema
+        if converter is not None:
+            converters.append((param.name, converter))
+
+    parameters: dict[str, Any] = {"type": "object", "properties": properties}
+    if required:
+        parameters["required"] = required
+    parameters["additionalProperties"] = False
+    binding = _make_binding(
+        tool_name,
+        parameters,
+        properties=properties,
+        extra_required=(),
+        injected=tuple(injected),
+        converters=tuple(converters),
+        func=func,
+    )
+    return parameters, doc_description, binding
+
+
+def _skip_positional_only(name: str, param: inspect.Parameter) -> None:
+    """A positional-only parameter keeps its default; without one the tool cannot work."""
+    if param.default is param.empty:
+        raise ToolDefinitionError(
+            name, f"parameter {param.name!r} is positional-only, so it cannot be passed by name"
+        )
 
 
 def _is_tool_context(hint: Any) -> bool:
@@ -754,16 +766,12 @@ def _bind_declared(name: str, parameters: Any, func: Any) -> _Binding:
             continue
         if param.kind is param.VAR_POSITIONAL:
             continue
+        if param.kind is param.POSITIONAL_ONLY:
+            _skip_positional_only(name, param)
+            continue
         source = _injection(param, hints.get(param.name, param.annotation), properties)
         if source is not _NOT_INJECTED:
             injected.append((param.name, source))
-            continue
-        if param.kind is param.POSITIONAL_ONLY:
-            if param.default is param.empty:
-                raise ToolDefinitionError(
-                    name,
-                    f"parameter {param.name!r} is positional-only, so it cannot be passed by name",
-                )
             continue
         accepted.append(param.name)
         if param.default is param.empty:
@@ -789,6 +797,9 @@ def _bind_declared(name: str, parameters: Any, func: Any) -> _Binding:
                 f"function parameter {param_name!r} has no default but is missing from the "
                 "schema's properties",
             )
+    if not accepts_any and parameters.get("additionalProperties") is not False:
+        # The function cannot take other arguments: refuse them with a message, not a TypeError.
+        parameters = {**parameters, "additionalProperties": False}
     return _make_binding(
         name,
         parameters,
@@ -1154,6 +1165,8 @@ def _union_shape(
 def _with_default(schema: dict[str, Any], default: Any) -> dict[str, Any]:
     if isinstance(default, enum.Enum):
         default = default.value
+    if isinstance(default, float) and not math.isfinite(default):
+        return schema  # JSON has no infinity or NaN
     if default is None or isinstance(default, (str, int, float, bool)):
         return {**schema, "default": default}
     return schema
@@ -1691,3 +1704,6 @@ def _jsonable(value: Any) -> Any:
 def _json_default(value: Any) -> Any:
     known = _jsonable(value)
     return str(value) if known is _UNKNOWN else known
+
+
+_ENCODER = json.JSONEncoder(default=_json_default, ensure_ascii=False)

@@ -586,6 +586,7 @@ def test_bound_methods_partials_and_callable_objects_become_tools() -> None:
     from_object = Tool.from_function(Greeter(), name="greet")
     assert (from_method.name, from_method.description) == ("lookup", "Look a key up.")
     assert from_method.parameters["properties"] == {"key": {"type": "string"}}
+    assert from_partial.description == ""
     assert from_partial.parameters["properties"] == {
         "value": {"type": "number"},
         "factor": {"type": "integer", "default": 2},
@@ -861,6 +862,16 @@ def test_from_dict_requires_the_functions_required_parameters() -> None:
     )
     assert prepare_error(built, "{}") == (
         "Invalid arguments for tool 'weather': missing required argument 'city'"
+    )
+
+
+def test_from_dict_refuses_arguments_the_function_cannot_take() -> None:
+    """Without **kwargs, arguments outside the schema are unexpected even if the schema is open."""
+    built = Tool.from_dict({"function_schema": _schema(WEATHER_PARAMETERS), "func": weather})
+    assert "additionalProperties" not in built.parameters
+    assert prepare_error(built, '{"city": "Oslo", "country": "NO"}') == (
+        "Invalid arguments for tool 'weather': unexpected argument 'country' "
+        "(accepted: 'city', 'days')"
     )
 
 
@@ -1838,7 +1849,9 @@ def _values_for(schema: Any) -> st.SearchStrategy[Any]:
             optional={name: value for name, value in properties.items() if name not in required},
         )
     if kinds == "object":
-        return st.dictionaries(_words, _values_for(schema.get("additionalProperties", {})), max_size=3)
+        return st.dictionaries(
+            _words, _values_for(schema.get("additionalProperties", {})), max_size=3
+        )
     scalars: dict[str, st.SearchStrategy[Any]] = {
         "string": st.text(max_size=3),
         "integer": st.integers(),
@@ -1856,12 +1869,14 @@ def test_anything_prepare_accepts_calls_the_function_without_type_error(
     target: Tool, data: st.DataObject
 ) -> None:
     """Any JSON object that passes prepare calls the function with arguments of its types."""
-    candidates = {
-        name: _values_for(schema) | _json_values
-        for name, schema in target.parameters["properties"].items()
-    }
-    injected = dict.fromkeys(["user_id", "context", "extra"], _json_values)
-    arguments = data.draw(st.fixed_dictionaries({}, optional={**candidates, **injected}))
+    arguments = data.draw(_values_for(target.parameters))
+    arguments.update(
+        data.draw(st.dictionaries(st.sampled_from(["user_id", "context"]), _json_values))
+    )
+    if data.draw(st.booleans()):  # spoil one argument, or add an unknown one
+        arguments[data.draw(st.sampled_from([*target.parameters["properties"], "extra"]))] = (
+            data.draw(_json_values)
+        )
     try:
         call = target.prepare(json.dumps(arguments))
     except ToolArgumentError:
