@@ -303,9 +303,10 @@ class Agent:
 
     async def run(self, conversation: Conversation, *, debug_print: bool = False) -> Conversation:
         """``conversation`` stepped until its run finishes."""
-        async for conversation in self.iter(conversation, debug_print=debug_print):  # noqa: B007
+        last = conversation
+        async for last in self.iter(conversation, debug_print=debug_print):  # noqa: B007
             pass
-        return conversation
+        return last
 
     def response(self, conversation: Conversation) -> AgentResponse:
         """The :class:`AgentResponse` of a finished run."""

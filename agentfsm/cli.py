@@ -79,9 +79,12 @@ async def _demo() -> None:
             f"usage:       {response.usage.total_tokens} tokens in "
             f"{response.usage.requests} requests"
         )
-        print("path:        " + " → ".join(
-            ["trimming_context"] + [r.to_phase.value for r in response.conversation.transitions]
-        ))
+        print(
+            "path:        "
+            + " → ".join(
+                ["trimming_context"] + [r.to_phase.value for r in response.conversation.transitions]
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -54,9 +54,7 @@ class UnknownHookError(ConfigurationError):
 
     def __init__(self, name: str, valid: tuple[str, ...], suggestion: str | None) -> None:
         hint = f" Did you mean {suggestion!r}?" if suggestion else ""
-        super().__init__(
-            f"Unknown hook {name!r}.{hint} Valid hook names: {', '.join(valid)}."
-        )
+        super().__init__(f"Unknown hook {name!r}.{hint} Valid hook names: {', '.join(valid)}.")
         self.name = name
         self.valid = valid
         self.suggestion = suggestion

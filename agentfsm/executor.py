@@ -44,7 +44,9 @@ class ToolExecutor:
 
         async def run_all() -> None:
             if self.concurrently and len(calls) > 1:
-                await asyncio.gather(*(self._run_one(step, c, context, results, started) for c in calls))
+                await asyncio.gather(
+                    *(self._run_one(step, c, context, results, started) for c in calls)
+                )
             else:
                 for call in calls:
                     await self._run_one(step, call, context, results, started)
@@ -95,7 +97,9 @@ class ToolExecutor:
             await step.emit(
                 "on_function_call_start",
                 FunctionCallStartEvent(
-                    **step.base(), tool_name=call.name, call_id=call.id,
+                    **step.base(),
+                    tool_name=call.name,
+                    call_id=call.id,
                     arguments=prepared.arguments,
                 ),
             )
@@ -113,8 +117,12 @@ class ToolExecutor:
             await step.emit(
                 "on_function_call_end",
                 FunctionCallEndEvent(
-                    **step.base(), tool_name=call.name, call_id=call.id,
-                    arguments=prepared.arguments, result=value, content=content,
+                    **step.base(),
+                    tool_name=call.name,
+                    call_id=call.id,
+                    arguments=prepared.arguments,
+                    result=value,
+                    content=content,
                     duration=time.perf_counter() - began,
                 ),
             )
@@ -139,8 +147,13 @@ class ToolExecutor:
             await step.emit(
                 "on_function_call_error",
                 FunctionCallErrorEvent(
-                    **step.base(), tool_name=call.name, call_id=call.id, arguments=arguments,
-                    error=error, content=content, duration=time.perf_counter() - began,
+                    **step.base(),
+                    tool_name=call.name,
+                    call_id=call.id,
+                    arguments=arguments,
+                    error=error,
+                    content=content,
+                    duration=time.perf_counter() - began,
                 ),
             )
 

@@ -144,8 +144,10 @@ GUARDS: Sequence[Guard] = (  # priority order: the first that holds wins
         "max_function_calls",
         StopReason.MAX_FUNCTION_CALLS,
         frozenset({Phase.EXECUTING_TOOLS}),
-        lambda c, lim, stop: lim.max_function_calls is not None
-        and c.function_calls + len(c.pending_tool_calls) > lim.max_function_calls,
+        lambda c, lim, stop: (
+            lim.max_function_calls is not None
+            and c.function_calls + len(c.pending_tool_calls) > lim.max_function_calls
+        ),
     ),
 )
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Literal, TypeAlias, Union
+from typing import Any, Literal, TypeAlias
 
 import attrs
 
 from agentfsm.errors import InvalidHistoryError
 
 __all__ = [
+    "UNANSWERED_CALL",
     "AssistantMessage",
     "ContentPart",
     "Message",
@@ -20,7 +21,6 @@ __all__ = [
     "TextPart",
     "ToolCall",
     "ToolMessage",
-    "UNANSWERED_CALL",
     "UserMessage",
     "history_from_openai",
     "message_from_openai",
@@ -47,8 +47,8 @@ class RawPart:
     type: Literal["raw"] = "raw"
 
 
-ContentPart: TypeAlias = Union[TextPart, RawPart]
-Content: TypeAlias = Union[str, tuple[ContentPart, ...]]
+ContentPart: TypeAlias = TextPart | RawPart
+Content: TypeAlias = str | tuple[ContentPart, ...]
 
 
 @attrs.frozen
@@ -117,7 +117,7 @@ class ToolMessage:
     is_error: bool = False
 
 
-Message: TypeAlias = Union[SystemMessage, UserMessage, AssistantMessage, ToolMessage]
+Message: TypeAlias = SystemMessage | UserMessage | AssistantMessage | ToolMessage
 
 
 def new_tool_call_id() -> str:

@@ -33,15 +33,19 @@ configure_tagged_union(
 )
 _converter.register_structure_hook(
     str | tuple[TextPart | RawPart, ...],
-    lambda value, _: value
-    if isinstance(value, str)
-    else _converter.structure(value, tuple[TextPart | RawPart, ...]),
+    lambda value, _: (
+        value
+        if isinstance(value, str)
+        else _converter.structure(value, tuple[TextPart | RawPart, ...])
+    ),
 )
 _converter.register_unstructure_hook(
     str | tuple[TextPart | RawPart, ...],
-    lambda value: value
-    if isinstance(value, str)
-    else _converter.unstructure(value, tuple[TextPart | RawPart, ...]),
+    lambda value: (
+        value
+        if isinstance(value, str)
+        else _converter.unstructure(value, tuple[TextPart | RawPart, ...])
+    ),
 )
 _ROLES: Mapping[type, str] = {
     SystemMessage: "system",

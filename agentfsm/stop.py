@@ -38,7 +38,9 @@ class _StopBoard:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._requested: set[str] = set()
-        self._waiters: dict[str, dict[int, tuple[asyncio.AbstractEventLoop, Callable[[], None]]]] = {}
+        self._waiters: dict[
+            str, dict[int, tuple[asyncio.AbstractEventLoop, Callable[[], None]]]
+        ] = {}
 
     def request(self, chat_id: str) -> None:
         with self._lock:

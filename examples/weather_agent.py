@@ -92,8 +92,10 @@ async def main() -> None:
         response = await agent.send_message(
             "what is the weather in tokyo", user_id="u1", chat_id="c1"
         )
-        print(f"\n{response.output}\n(stop_reason={response.stop_reason.value}, "
-              f"{response.usage.total_tokens} tokens in {response.usage.requests} requests)")
+        print(
+            f"\n{response.output}\n(stop_reason={response.stop_reason.value}, "
+            f"{response.usage.total_tokens} tokens in {response.usage.requests} requests)"
+        )
 
 
 if __name__ == "__main__":

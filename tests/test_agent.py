@@ -289,9 +289,7 @@ async def test_sequential_mode_runs_calls_one_by_one_in_order(
         log.append(f"end {name}")
         return name
 
-    server.add(
-        tool_calls(call("work", {"name": "a"}), call("work", {"name": "b"})), text("done")
-    )
+    server.add(tool_calls(call("work", {"name": "a"}), call("work", {"name": "b"})), text("done"))
     agent = make_agent(tool_registry=[work], execute_function_concurrently=False)
     response = await agent.send_message("go")
     assert log == ["start a", "end a", "start b", "end b"]
@@ -310,9 +308,7 @@ async def test_model_cannot_pass_injected_identity(
         seen.append((user_id, chat_id, context))
         return user_id
 
-    server.add(
-        tool_calls(call("whoami", {"user_id": "attacker", "chat_id": "other"})), text("ok")
-    )
+    server.add(tool_calls(call("whoami", {"user_id": "attacker", "chat_id": "other"})), text("ok"))
     with structlog.testing.capture_logs() as logs:
         response = await make_agent(tool_registry=[whoami], agent_name="A").send_message(
             "who am i", user_id="u1", chat_id="c1"
@@ -354,8 +350,10 @@ async def test_tool_errors_become_results_the_model_reads(
     results = [m["content"] for m in response.history if m["role"] == "tool"]
     assert results[0] == "Error: ValueError: boom 1"
     assert results[1] == "Error: Unknown tool 'nope'. Available tools: explode."
-    assert results[2].startswith("Error: ") and "JSON" in results[2]
-    assert results[3].startswith("Error: ") and "'x'" in results[3]
+    assert results[2].startswith("Error: ")
+    assert "JSON" in results[2]
+    assert results[3].startswith("Error: ")
+    assert "'x'" in results[3]
     assert response.output == "sorry"
     assert response.stop_reason is StopReason.RESPONSE
     by_call = {e.call_id: e for e in errors}  # concurrent calls report in completion order
@@ -418,9 +416,10 @@ async def test_max_function_calls_never_exceeds_the_cap(
     assert response.stop_reason is StopReason.MAX_FUNCTION_CALLS
     tool_results = [m["content"] for m in response.history if m["role"] == "tool"]
     assert tool_results[0] == "Sunny in A for u/c"
-    assert tool_results[1:] == [
-        "Not executed: the run stopped (max_function_calls) before this call ran."
-    ] * 2
+    assert (
+        tool_results[1:]
+        == ["Not executed: the run stopped (max_function_calls) before this call ran."] * 2
+    )
     assert response.conversation.function_calls == 1
 
 

@@ -62,7 +62,7 @@ def test_bad_keywords_are_refused_with_a_clear_message(
 
 
 def test_context_keywords_are_case_insensitive() -> None:
-    """"Accurate" and "Summary_Dropping" are accepted and normalized."""
+    """ "Accurate" and "Summary_Dropping" are accepted and normalized."""
     agent = _agent(context_handling_method="Accurate", dropping_strategy="Summary_Dropping")
     assert (agent.context.method, agent.context.dropping_strategy) == (
         "accurate",

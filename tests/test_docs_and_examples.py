@@ -35,8 +35,13 @@ def test_docs_snippet_runs(where: str, code: str, tmp_path: Path) -> None:
     script = tmp_path / "snippet.py"
     script.write_text(code)
     done = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, env=_offline_env(),
-        cwd=tmp_path, timeout=60, check=False,
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        env=_offline_env(),
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
     )
     assert done.returncode == 0, f"{where} failed:\n{done.stdout}\n{done.stderr}"
 
@@ -45,8 +50,13 @@ def test_docs_snippet_runs(where: str, code: str, tmp_path: Path) -> None:
 def test_example_runs_offline(script: Path, tmp_path: Path) -> None:
     """Each example runs against the scripted server when no API key is set."""
     done = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, env=_offline_env(),
-        cwd=tmp_path, timeout=60, check=False,
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        env=_offline_env(),
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
     )
     assert done.returncode == 0, f"{script.name} failed:\n{done.stdout}\n{done.stderr}"
 
@@ -54,8 +64,12 @@ def test_example_runs_offline(script: Path, tmp_path: Path) -> None:
 def test_demo_command_runs_offline() -> None:
     """`agentfsm demo` runs the weather agent end to end and prints the answer and trace."""
     done = subprocess.run(
-        [sys.executable, "-m", "agentfsm.cli", "demo"], capture_output=True, text=True,
-        env=_offline_env(), timeout=60, check=False,
+        [sys.executable, "-m", "agentfsm.cli", "demo"],
+        capture_output=True,
+        text=True,
+        env=_offline_env(),
+        timeout=60,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     assert "It is sunny and 22 °C in Tokyo." in done.stdout

@@ -36,7 +36,10 @@ _parts = st.lists(
     st.one_of(
         st.builds(TextPart, _text),
         st.builds(
-            RawPart, st.fixed_dictionaries({"type": st.just("image_url"), "image_url": st.fixed_dictionaries({"url": _text})})
+            RawPart,
+            st.fixed_dictionaries(
+                {"type": st.just("image_url"), "image_url": st.fixed_dictionaries({"url": _text})}
+            ),
         ),
     ),
     min_size=1,

@@ -174,9 +174,7 @@ async def test_hooks_fire_in_order_with_their_payloads(
         ("on_transition", "done"),
         ("on_final_response", 2),
     ]
-    assert all(
-        (e.chat_id, e.user_id, e.agent_name) == ("c1", "u1", "calc") for _, e in events
-    )
+    assert all((e.chat_id, e.user_id, e.agent_name) == ("c1", "u1", "calc") for _, e in events)
     start = next(e for n, e in events if n == "on_function_call_start")
     assert isinstance(start, FunctionCallStartEvent)
     assert (start.tool_name, start.call_id, dict(start.arguments)) == (

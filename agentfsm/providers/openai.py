@@ -49,9 +49,7 @@ class OpenAIChatModel:
 
     __slots__ = ("client", "model", "params")
 
-    def __init__(
-        self, client: openai.AsyncOpenAI, model: str, params: Mapping[str, Any]
-    ) -> None:
+    def __init__(self, client: openai.AsyncOpenAI, model: str, params: Mapping[str, Any]) -> None:
         self.client = client
         self.model = model
         self.params = dict(params)
