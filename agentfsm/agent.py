@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from decimal import Decimal
 from typing import Any
 
 import attrs
@@ -13,17 +15,26 @@ import openai
 import structlog
 
 from agentfsm import machine
+from agentfsm.budget import Budget, PricingLike, pricing_function
 from agentfsm.context import ContextSettings
-from agentfsm.errors import ConfigurationError, InvalidInputError, RunInProgressError
+from agentfsm.errors import (
+    ConfigurationError,
+    InvalidInputError,
+    ModelRequestError,
+    RunInProgressError,
+)
 from agentfsm.executor import ToolExecutor
 from agentfsm.hooks import (
     AfterRequestEvent,
     BeforeRequestEvent,
+    BudgetExceededEvent,
     Event,
+    FallbackEvent,
     FinalResponseEvent,
     Hook,
     ManualStopEvent,
     MaxTurnsReachedEvent,
+    RetryEvent,
     TransitionEvent,
     _DebugPrinter,
     _Hooks,
@@ -48,8 +59,17 @@ from agentfsm.providers.openai import (
     error_info,
 )
 from agentfsm.response import AgentResponse
-from agentfsm.state import Conversation, ErrorInfo, Phase, StopReason, TransitionRecord, Usage
-from agentfsm.stop import STOPPED, StopSignalFunction, _StopBoard, _Stopped, _StopSignal, _StopWatch
+from agentfsm.retry import RetryStrategy, classify
+from agentfsm.state import (
+    Conversation,
+    ErrorInfo,
+    Phase,
+    RequestRecord,
+    StopReason,
+    TransitionRecord,
+    Usage,
+)
+from agentfsm.stop import StopSignalFunction, _StopBoard, _Stopped, _StopSignal, _StopWatch
 from agentfsm.tools import Tool, ToolContext, tools_from_registry
 
 __all__ = ["Agent", "UserInput"]
@@ -94,7 +114,17 @@ class Agent:
         max_messages_in_context, dropping_strategy, prompt_when_context_overflow,
         prompt_when_message_is_dropped, keep_function_calls_in_context: how the context is
             fitted into the model's window (see :class:`~agentfsm.context.ContextSettings`).
+        retry_strategy: how failed requests are retried (a dict or a ``RetryStrategy``;
+            see :class:`~agentfsm.retry.RetryStrategy`). The SDK's own retries are turned off.
+        request_timeout: seconds one request attempt may take (``None``: the client's).
+        fallback_models: ``[{"model", "base_url"?, "api_key"?, "pricing"?}, ...]`` tried in
+            order, each with its own client and retries, when a request fails for good.
+        pricing: ``{"input_per_million", "output_per_million", "cached_input_per_million"?}``
+            in USD, or a callable ``(model, usage) -> cost``.
+        budget_control: ``{"max_budget_for_this_chat", "stop_on_budget_exceeded"?,
+            "reserved_budget"?}`` (needs ``pricing``).
         clock: the time source for transition timestamps (tests inject a fake one).
+        sleep: the coroutine that waits between retries (tests inject a fake one).
 
     Raises:
         ConfigurationError: any value that cannot work, named with what is allowed.
@@ -131,7 +161,13 @@ class Agent:
         prompt_when_context_overflow: str | None = None,
         prompt_when_message_is_dropped: str | None = None,
         keep_function_calls_in_context: bool = True,
+        retry_strategy: RetryStrategy | Mapping[str, Any] | None = None,
+        request_timeout: float | None = None,
+        fallback_models: Sequence[Mapping[str, Any]] | None = None,
+        pricing: PricingLike | None = None,
+        budget_control: Budget | Mapping[str, Any] | None = None,
         clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         _require(isinstance(model, str) and model.strip() != "", "model must be a non-empty string")
         _require(
@@ -183,12 +219,37 @@ class Agent:
         )
         self._stop_board = _StopBoard()
         self._clock = clock
-        self._owns_client = client is None
-        self._model = OpenAIChatModel(
-            client if client is not None else _make_client(api_key, base_url),
-            model,
-            _request_params(temperature, max_completion_tokens, request_params),
+        self._sleep = sleep
+        self.retry_strategy = RetryStrategy.from_value(retry_strategy)
+        _require(
+            request_timeout is None
+            or (
+                isinstance(request_timeout, (int, float))
+                and not isinstance(request_timeout, bool)
+                and request_timeout > 0
+            ),
+            f"request_timeout must be a positive number of seconds, got {request_timeout!r}",
         )
+        params = _request_params(temperature, max_completion_tokens, request_params)
+        if request_timeout is not None:
+            params["timeout"] = float(request_timeout)
+        price = pricing_function(pricing)
+        budget = None if budget_control is None else Budget.from_value(budget_control)
+        _require(
+            budget is None or price is not None,
+            "budget_control needs pricing=... (USD per million tokens, or a callable): "
+            "without prices no cost can be counted against the budget",
+        )
+        self.limits = attrs.evolve(self.limits, budget=budget)
+        if client is None:
+            primary_client = _make_client(api_key, base_url)
+        else:  # a copy sharing the caller's connection pool, without the SDK's retries
+            primary_client = client.with_options(max_retries=0)
+        self._slots: tuple[_ModelSlot, ...] = (
+            _ModelSlot(OpenAIChatModel(primary_client, model, params), price, client is None),
+            *_fallback_slots(fallback_models, primary_client, params, price),
+        )
+        self._model = self._slots[0].model
 
     def __repr__(self) -> str:
         return (
@@ -199,8 +260,9 @@ class Agent:
 
     async def aclose(self) -> None:
         """Close the HTTP client the agent created (a client passed as ``client=`` is yours)."""
-        if self._owns_client:
-            await self._model.client.close()
+        for slot in self._slots:
+            if slot.owns_client:
+                await slot.model.client.close()
 
     async def __aenter__(self) -> Agent:
         return self
@@ -218,11 +280,13 @@ class Agent:
         user_id: str | None = None,
         chat_id: str | None = None,
         conversation: Conversation | None = None,
+        budget_control: Budget | Mapping[str, Any] | None = None,
     ) -> Conversation:
         """A conversation in ``trimming_context`` with ``message`` as its newest user message.
 
         Either a new conversation (from ``history`` in OpenAI chat format, if given) or the
         next run of a finished ``conversation``. Fires no hooks and sends nothing.
+        ``budget_control`` replaces the agent's budget for this run (it is kept in the state).
 
         Raises:
             InvalidHistoryError: ``history`` is malformed (the error names the path).
@@ -231,6 +295,9 @@ class Agent:
             RunInProgressError: ``conversation`` has not finished its run.
         """
         user_message = _user_message(message)
+        budget = None if budget_control is None else Budget.from_value(budget_control)
+        if budget is not None and self._slots[0].price is None:
+            raise InvalidInputError("budget_control needs the agent to have pricing=...")
         if user_id is not None and not isinstance(user_id, str):
             raise InvalidInputError(f"user_id must be a string, got {type(user_id).__name__}")
         if chat_id is not None and (not isinstance(chat_id, str) or not chat_id):
@@ -245,6 +312,7 @@ class Agent:
                 agent_name=self.name,
                 messages=(*earlier, user_message),
                 run_start=len(earlier),
+                budget=budget,
             )
         if history is not None:
             raise InvalidInputError(
@@ -279,6 +347,9 @@ class Agent:
             turn=0,
             function_calls=0,
             run_usage=Usage(),
+            run_request_start=len(conversation.requests),
+            run_cost=Decimal(0),
+            budget=budget,
             stop_reason=None,
             error=None,
             version=conversation.version + 1,
@@ -321,18 +392,35 @@ class Agent:
         chat_id: str | None = None,
         conversation: Conversation | None = None,
         debug_print: bool = False,
+        budget_control: Budget | Mapping[str, Any] | None = None,
+        raise_on_error: bool = False,
     ) -> AgentResponse:
         """Run one user message to the end: ``start``, then every step, then ``response``.
 
-        Normal endings (a stop, max turns, a failed request) are not exceptions: read
-        ``response.stop_reason``.
+        Normal endings (a stop, max turns, a budget, a failed request) are not exceptions:
+        read ``response.stop_reason``.
+
+        Args:
+            budget_control: replaces the agent's budget for this call (the way a backend
+                passes each user's remaining balance).
+            raise_on_error: raise :class:`ModelRequestError` (with the conversation attached)
+                when a model request fails for good, instead of returning a response with
+                ``stop_reason = error``.
         """
         conv = self.start(
-            message, history, user_id=user_id, chat_id=chat_id, conversation=conversation
+            message,
+            history,
+            user_id=user_id,
+            chat_id=chat_id,
+            conversation=conversation,
+            budget_control=budget_control,
         )
         if conv.transitions and conversation is not None:
             await _Step(self, conv, debug_print).announce(conv, conv.transitions[-1])
-        return self.response(await self.run(conv, debug_print=debug_print))
+        conv = await self.run(conv, debug_print=debug_print)
+        if raise_on_error and conv.stop_reason is StopReason.ERROR and conv.error is not None:
+            raise ModelRequestError(conv, conv.error)
+        return self.response(conv)
 
     def request_stop(self, chat_id: str) -> None:
         """Stop the run of ``chat_id`` at once: the running request or tools are cancelled.
@@ -350,9 +438,6 @@ class Agent:
         if self.system_prompt:
             messages.insert(0, {"role": "system", "content": self.system_prompt})
         return messages
-
-    async def _complete(self, step: _Step, messages: list[dict[str, Any]]) -> ModelReply:
-        return await self._model.complete(messages, self._tool_schemas)
 
 
 class _Step:
@@ -399,8 +484,12 @@ class _Step:
     async def fit_context(self, conversation: Conversation) -> Conversation:
         return conversation
 
-    async def request(self, conversation: Conversation) -> ModelReply | ErrorInfo | _Stopped:
+    async def request(self, conversation: Conversation) -> machine.Answer | ErrorInfo | _Stopped:
         agent = self.agent
+        budget = agent.limits.budget_of(conversation)
+        if budget is not None and budget.exhausted(conversation.cost):
+            # the guard stops the run before this when the budget is binding: only warn here
+            await self._budget_exceeded(conversation, budget, stopped=False)
         messages = agent.request_messages(conversation)
         if self.wants("on_before_request"):
             await self.emit(
@@ -412,23 +501,22 @@ class _Step:
                     tools=tuple(t.name for t in agent.tools),
                 ),
             )
-        began = time.perf_counter()
-        try:
-            reply = await self.watch.run(agent._complete(self, messages))
-        except REQUEST_ERRORS as error:
-            info = error_info(error)
-            log.warning(
-                "model_request_failed",
-                chat_id=self.chat_id,
-                model=agent.model,
-                error_type=info.type,
-                status=info.status,
-                error=info.message,
-            )
-            return info
-        if reply is STOPPED:
-            return reply
-        assert isinstance(reply, ModelReply)
+        began = agent._clock()
+        result = await self.watch.run(self._call_models(messages))
+        if isinstance(result, (ErrorInfo, _Stopped)):
+            return result
+        reply, slot, attempts = result
+        answered = agent._clock()
+        duration = answered - began
+        record = RequestRecord(
+            model=reply.model,
+            usage=reply.usage,
+            cost=slot.price(reply.model, reply.usage) if slot.price is not None else Decimal(0),
+            attempts=attempts,
+            duration=duration,
+            at=answered,
+        )
+        message = attrs.evolve(reply.message, model=reply.model)
         if self.wants("on_after_request"):
             self.turn = conversation.turn + 1
             await self.emit(
@@ -436,13 +524,104 @@ class _Step:
                 AfterRequestEvent(
                     **self.base(),
                     model=reply.model,
-                    message=reply.message,
+                    message=message,
                     usage=reply.usage,
                     finish_reason=reply.finish_reason,
-                    duration=time.perf_counter() - began,
+                    duration=duration,
                 ),
             )
-        return reply
+        return machine.Answer(message, record)
+
+    async def _call_models(
+        self, messages: list[dict[str, Any]]
+    ) -> tuple[ModelReply, _ModelSlot, int] | ErrorInfo:
+        """The request sent to each model in turn, each with its retries, until one answers."""
+        agent = self.agent
+        strategy = agent.retry_strategy
+        info = ErrorInfo(type="NoModel", message="no model configured")
+        for index, slot in enumerate(agent._slots):
+            if index:
+                log.warning(
+                    "model_fallback",
+                    chat_id=self.chat_id,
+                    from_model=info.model,
+                    to_model=slot.model.model,
+                )
+                if self.wants("on_fallback"):
+                    await self.emit(
+                        "on_fallback",
+                        FallbackEvent(
+                            **self.base(),
+                            from_model=agent._slots[index - 1].model.model,
+                            to_model=slot.model.model,
+                            error=info,
+                        ),
+                    )
+            attempt = 0
+            while True:
+                attempt += 1
+                try:
+                    return await slot.model.complete(messages, agent._tool_schemas), slot, attempt
+                except REQUEST_ERRORS as error:
+                    info = error_info(error, slot.model.model)
+                    error_class = classify(error)
+                    if error_class is None or attempt > strategy.policy(error_class).max_retries:
+                        log.warning(
+                            "model_request_failed",
+                            chat_id=self.chat_id,
+                            model=info.model,
+                            attempts=attempt,
+                            error_type=info.type,
+                            status=info.status,
+                            error=info.message,
+                        )
+                        break
+                    delay = strategy.delay(error_class, attempt, error)
+                    log.warning(
+                        "model_request_retry",
+                        chat_id=self.chat_id,
+                        model=info.model,
+                        attempt=attempt,
+                        error_class=error_class,
+                        status=info.status,
+                        delay=round(delay, 3),
+                    )
+                    if self.wants("on_retry"):
+                        await self.emit(
+                            "on_retry",
+                            RetryEvent(
+                                **self.base(),
+                                model=slot.model.model,
+                                attempt=attempt,
+                                error_class=error_class,
+                                error=info,
+                                delay=delay,
+                            ),
+                        )
+                    await agent._sleep(delay)
+        return info
+
+    async def _budget_exceeded(
+        self, conversation: Conversation, budget: Budget, *, stopped: bool
+    ) -> None:
+        log.warning(
+            "budget_exceeded",
+            chat_id=self.chat_id,
+            spent=str(conversation.cost),
+            budget=str(budget.max_budget_for_this_chat),
+            stopped=stopped,
+        )
+        if self.wants("on_budget_exceeded"):
+            await self.emit(
+                "on_budget_exceeded",
+                BudgetExceededEvent(
+                    **self.base(),
+                    spent=conversation.cost,
+                    budget=budget.max_budget_for_this_chat,
+                    reserve=budget.reserved_budget,
+                    stopped=stopped,
+                ),
+            )
 
     async def execute(
         self, conversation: Conversation, calls: Sequence[ToolCall]
@@ -462,6 +641,9 @@ class _Step:
         if outcome.stop_reason is StopReason.USER_STOP:
             self.agent._stop_board.clear(self.chat_id)
         await self.announce(conversation, record)
+        budget = self.limits.budget_of(conversation)
+        if outcome.stop_reason is StopReason.BUDGET_EXCEEDED and budget is not None:
+            await self._budget_exceeded(conversation, budget, stopped=True)
         if outcome.stop_reason is StopReason.MAX_TURNS and self.wants("on_max_turns_reached"):
             await self.emit(
                 "on_max_turns_reached",
@@ -501,6 +683,52 @@ def _require(condition: bool, message: str) -> None:
         raise ConfigurationError(message)
 
 
+@attrs.frozen
+class _ModelSlot:
+    """A model the agent may ask: the primary, then each fallback."""
+
+    model: OpenAIChatModel
+    price: Callable[[str, Usage], Decimal] | None
+    owns_client: bool
+
+
+def _fallback_slots(
+    specs: Sequence[Mapping[str, Any]] | None,
+    primary: openai.AsyncOpenAI,
+    params: Mapping[str, Any],
+    price: Callable[[str, Usage], Decimal] | None,
+) -> list[_ModelSlot]:
+    if specs is None:
+        return []
+    _require(
+        isinstance(specs, Sequence) and not isinstance(specs, (str, Mapping)),
+        "fallback_models must be a list of dicts",
+    )
+    slots = []
+    keys = {"model", "base_url", "api_key", "pricing", "request_params"}
+    for i, spec in enumerate(specs):
+        _require(isinstance(spec, Mapping), f"fallback_models[{i}] must be a dict")
+        unknown = sorted(set(spec) - keys)
+        _require(
+            not unknown, f"fallback_models[{i}]: unknown keys {unknown}; valid: {sorted(keys)}"
+        )
+        model = spec.get("model")
+        _require(
+            isinstance(model, str) and model != "",
+            f"fallback_models[{i}] needs a non-empty 'model'",
+        )
+        client = _make_client(
+            spec.get("api_key", primary.api_key if isinstance(primary.api_key, str) else None),
+            spec.get("base_url", str(primary.base_url)),
+        )
+        extra = dict(params)
+        if spec.get("request_params") is not None:
+            extra.update(_request_params(None, None, spec["request_params"]))
+        own_price = pricing_function(spec["pricing"]) if "pricing" in spec else price
+        slots.append(_ModelSlot(OpenAIChatModel(client, str(model), extra), own_price, True))
+    return slots
+
+
 def _make_client(api_key: str | None, base_url: str | None) -> openai.AsyncOpenAI:
     key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
     if not key:
@@ -509,8 +737,8 @@ def _make_client(api_key: str | None, base_url: str | None) -> openai.AsyncOpenA
             "vLLM, llama.cpp or Ollama accept any non-empty string), or pass client=..."
         )
     _require(base_url is None or isinstance(base_url, str), "base_url must be a string")
-    return openai.AsyncOpenAI(
-        api_key=key, base_url=base_url or os.environ.get("OPENAI_BASE_URL") or None
+    return openai.AsyncOpenAI(  # our retries apply (retry_strategy), not the SDK's
+        api_key=key, base_url=base_url or os.environ.get("OPENAI_BASE_URL") or None, max_retries=0
     )
 
 

@@ -13,12 +13,16 @@ Normal endings of a run (a user stop, a budget, max turns, a failed request) are
     │                                         (never raised to the caller: the model reads it)
     ├── RunError                              a run cannot go on as asked
     │   ├── ConversationFinishedError         step() on a conversation in done / stopped
-    │   └── RunInProgressError                start() on a conversation that has not finished
+    │   ├── RunInProgressError                start() on a conversation that has not finished
+    │   └── ModelRequestError                 a model request failed for good
+    │                                         (only with ``raise_on_error=True``)
     ├── HookError                             a hook raised, with ``raise_hook_errors=True``
     └── SerializationError (ValueError)       a payload dumps/loads cannot read
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 __all__ = [
     "AgentFSMError",
@@ -27,6 +31,7 @@ __all__ = [
     "HookError",
     "InvalidHistoryError",
     "InvalidInputError",
+    "ModelRequestError",
     "RunError",
     "RunInProgressError",
     "SerializationError",
@@ -122,6 +127,30 @@ class ConversationFinishedError(RunError):
 
 class RunInProgressError(RunError):
     """A new user message was given to a conversation whose run has not finished."""
+
+
+class ModelRequestError(RunError):
+    """A model request failed for good (retries and fallbacks exhausted, or not retryable).
+
+    Raised by ``send_message(..., raise_on_error=True)``; without it the run ends in
+    ``stopped`` with ``stop_reason = error`` and the same facts in ``response.error``.
+
+    Attributes:
+        conversation: the conversation, with everything up to the failed request; pass it
+            back to ``send_message(..., conversation=...)`` to try again later.
+        error: the failure as data (``type``, ``status``, ``message``, ``model``).
+        status: the HTTP status, if there was one.
+    """
+
+    def __init__(self, conversation: Any, error: Any) -> None:
+        status = f"HTTP {error.status}" if error.status is not None else error.type
+        super().__init__(
+            conversation.chat_id,
+            f"model request to {error.model!r} failed ({status}): {error.message}",
+        )
+        self.conversation = conversation
+        self.error = error
+        self.status: int | None = error.status
 
 
 class HookError(AgentFSMError):

@@ -6,6 +6,7 @@ import difflib
 import inspect
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TextIO
 
 import attrs
@@ -13,7 +14,7 @@ import structlog
 
 from agentfsm.errors import ConfigurationError, HookError, UnknownHookError
 from agentfsm.messages import AssistantMessage, Message
-from agentfsm.state import Conversation, Phase, TransitionRecord, Usage
+from agentfsm.state import Conversation, ErrorInfo, Phase, TransitionRecord, Usage
 
 if TYPE_CHECKING:
     from agentfsm.response import AgentResponse
@@ -22,8 +23,10 @@ __all__ = [
     "HOOK_EVENTS",
     "AfterRequestEvent",
     "BeforeRequestEvent",
+    "BudgetExceededEvent",
     "ContextOverflowEvent",
     "Event",
+    "FallbackEvent",
     "FinalResponseEvent",
     "FunctionCallEndEvent",
     "FunctionCallErrorEvent",
@@ -32,6 +35,7 @@ __all__ = [
     "ManualStopEvent",
     "MaxTurnsReachedEvent",
     "MessageDroppedEvent",
+    "RetryEvent",
     "TokenEvent",
     "TransitionEvent",
 ]
@@ -193,6 +197,51 @@ class ManualStopEvent(Event):
 
 
 @attrs.frozen(kw_only=True)
+class RetryEvent(Event):
+    """``on_retry``: a failed model request is retried after ``delay`` seconds.
+
+    Attributes:
+        model: the model the request went to.
+        attempt: the number of the attempt that failed (1 for the first).
+        error_class: ``rate_limit``, ``server_error``, ``timeout`` or ``connection_error``.
+        error: the failure (``type``, ``status``, ``message``).
+        delay: seconds waited before the next attempt.
+    """
+
+    model: str
+    attempt: int
+    error_class: str
+    error: ErrorInfo
+    delay: float
+
+
+@attrs.frozen(kw_only=True)
+class FallbackEvent(Event):
+    """``on_fallback``: ``from_model`` failed for good; the request goes to ``to_model``."""
+
+    from_model: str
+    to_model: str
+    error: ErrorInfo
+
+
+@attrs.frozen(kw_only=True)
+class BudgetExceededEvent(Event):
+    """``on_budget_exceeded``: spent + reserve reached the chat's budget.
+
+    Attributes:
+        spent: USD the chat has spent.
+        budget: the chat's budget.
+        reserve: USD kept back.
+        stopped: the run stopped (``stop_on_budget_exceeded``), or goes on.
+    """
+
+    spent: Decimal
+    budget: Decimal
+    reserve: Decimal
+    stopped: bool
+
+
+@attrs.frozen(kw_only=True)
 class FinalResponseEvent(Event):
     """``on_final_response``: a run finished (``done`` or ``stopped``); this is its response."""
 
@@ -212,6 +261,9 @@ HOOK_EVENTS: Mapping[str, type[Event]] = {
     "on_max_turns_reached": MaxTurnsReachedEvent,
     "on_manual_stop": ManualStopEvent,
     "on_final_response": FinalResponseEvent,
+    "on_retry": RetryEvent,
+    "on_fallback": FallbackEvent,
+    "on_budget_exceeded": BudgetExceededEvent,
 }
 
 Hook = Callable[[Any], Any]
@@ -321,6 +373,22 @@ class _DebugPrinter:
                     "stop_reason": str(event.response.stop_reason),
                     "output": _clip(event.response.output),
                 }
+            )
+        elif isinstance(event, RetryEvent):
+            fields.update(
+                {
+                    "model": event.model,
+                    "attempt": event.attempt,
+                    "error_class": event.error_class,
+                    "status": event.error.status,
+                    "delay": round(event.delay, 3),
+                }
+            )
+        elif isinstance(event, FallbackEvent):
+            fields.update({"from": event.from_model, "to": event.to_model})
+        elif isinstance(event, BudgetExceededEvent):
+            fields.update(
+                {"spent": str(event.spent), "budget": str(event.budget), "stopped": event.stopped}
             )
         elif isinstance(event, TokenEvent):
             return

@@ -13,16 +13,24 @@ from typing import ClassVar, Protocol
 
 import attrs
 
+from agentfsm.budget import Budget
 from agentfsm.errors import ConversationFinishedError
-from agentfsm.messages import Message, ToolCall, unanswered_results
-from agentfsm.providers.openai import ModelReply
-from agentfsm.state import Conversation, ErrorInfo, Phase, StopReason, TransitionRecord
+from agentfsm.messages import AssistantMessage, Message, ToolCall, unanswered_results
+from agentfsm.state import (
+    Conversation,
+    ErrorInfo,
+    Phase,
+    RequestRecord,
+    StopReason,
+    TransitionRecord,
+)
 from agentfsm.stop import STOPPED, _Stopped
 
 __all__ = [
     "ACTIONS",
     "EDGES",
     "GUARDS",
+    "Answer",
     "ContextReady",
     "FinalAnswer",
     "Guard",
@@ -118,6 +126,16 @@ class Limits:
 
     max_turns: int = 10
     max_function_calls: int | None = None
+    budget: Budget | None = None
+
+    def budget_of(self, conv: Conversation) -> Budget | None:
+        """The budget of ``conv``'s run: its own (given per call) or the agent's."""
+        return conv.budget if conv.budget is not None else self.budget
+
+
+def _budget_exhausted(conv: Conversation, limits: Limits, stop: bool) -> bool:
+    budget = limits.budget_of(conv)
+    return budget is not None and budget.stop_on_budget_exceeded and budget.exhausted(conv.cost)
 
 
 @attrs.frozen
@@ -134,6 +152,12 @@ _ACTIVE = frozenset({Phase.TRIMMING_CONTEXT, Phase.AWAITING_MODEL, Phase.EXECUTI
 
 GUARDS: Sequence[Guard] = (  # priority order: the first that holds wins
     Guard("stop_requested", StopReason.USER_STOP, _ACTIVE, lambda c, lim, stop: stop),
+    Guard(
+        "budget_exhausted",
+        StopReason.BUDGET_EXCEEDED,
+        frozenset({Phase.AWAITING_MODEL}),
+        _budget_exhausted,
+    ),
     Guard(
         "max_turns",
         StopReason.MAX_TURNS,
@@ -166,7 +190,7 @@ class Runtime(Protocol):
 
     async def fit_context(self, conversation: Conversation) -> Conversation: ...
 
-    async def request(self, conversation: Conversation) -> ModelReply | ErrorInfo | _Stopped: ...
+    async def request(self, conversation: Conversation) -> Answer | ErrorInfo | _Stopped: ...
 
     async def execute(
         self, conversation: Conversation, calls: Sequence[ToolCall]
@@ -175,6 +199,14 @@ class Runtime(Protocol):
     async def entered(
         self, conversation: Conversation, record: TransitionRecord, outcome: Outcome
     ) -> None: ...
+
+
+@attrs.frozen
+class Answer:
+    """A model request answered: the message, and the record of the request."""
+
+    message: AssistantMessage
+    record: RequestRecord
 
 
 Action = Callable[[Runtime, Conversation], Awaitable[tuple[Conversation, Outcome]]]
@@ -190,13 +222,17 @@ async def _request_model(rt: Runtime, conv: Conversation) -> tuple[Conversation,
         return conv, Interrupted()
     if isinstance(reply, ErrorInfo):
         return attrs.evolve(conv, error=reply), RequestFailed()
-    assert isinstance(reply, ModelReply)
+    assert isinstance(reply, Answer)
+    record = reply.record
     conv = attrs.evolve(
         conv,
         messages=(*conv.messages, reply.message),
         turn=conv.turn + 1,
-        usage=conv.usage + reply.usage,
-        run_usage=conv.run_usage + reply.usage,
+        usage=conv.usage + record.usage,
+        run_usage=conv.run_usage + record.usage,
+        requests=(*conv.requests, record),
+        cost=conv.cost + record.cost,
+        run_cost=conv.run_cost + record.cost,
     )
     return conv, ToolCallsRequested() if reply.message.tool_calls else FinalAnswer()
 

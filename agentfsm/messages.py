@@ -90,6 +90,7 @@ class AssistantMessage:
 
     Attributes:
         interrupted: the answer was cut short by a stop; ``content`` is what arrived.
+        model: the model that wrote it (kept in the state, not sent).
     """
 
     content: str | None = None
@@ -98,6 +99,7 @@ class AssistantMessage:
     name: str | None = None
     refusal: str | None = None
     interrupted: bool = False
+    model: str | None = None
 
 
 @attrs.frozen

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import attrs
 
 from agentfsm.messages import AssistantMessage, UserMessage, messages_to_openai
 from agentfsm.serde import unstructure
-from agentfsm.state import Conversation, ErrorInfo, StopReason, Usage
+from agentfsm.state import Conversation, ErrorInfo, RequestRecord, StopReason, Usage
 
 __all__ = ["AgentResponse"]
 
@@ -27,6 +28,8 @@ class AgentResponse:
         usage: tokens of all requests of this run.
         turns: model calls made in this run.
         error: what failed, when ``stop_reason`` is ``error``.
+        cost: USD spent by this run (0 without pricing).
+        requests: this run's answered requests: model, usage, cost, attempts.
         conversation: the full state, to step on, dump or store.
     """
 
@@ -40,6 +43,8 @@ class AgentResponse:
     user_id: str | None
     turns: int
     error: ErrorInfo | None
+    cost: Decimal
+    requests: tuple[RequestRecord, ...]
     conversation: Conversation
 
     @classmethod
@@ -67,6 +72,8 @@ class AgentResponse:
             user_id=conversation.user_id,
             turns=conversation.turn,
             error=conversation.error,
+            cost=conversation.run_cost,
+            requests=conversation.run_requests,
             conversation=conversation,
         )
 
@@ -83,5 +90,7 @@ class AgentResponse:
             "user_id": self.user_id,
             "turns": self.turns,
             "error": unstructure(self.error) if self.error is not None else None,
+            "cost": str(self.cost),
+            "requests": unstructure(self.requests),
             "conversation": unstructure(self.conversation),
         }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
+from decimal import Decimal
 from typing import Any
 
 import cattrs
@@ -24,6 +25,9 @@ __all__ = ["dumps", "loads", "structure", "unstructure"]
 
 _converter = cattrs.Converter(forbid_extra_keys=True)  # defaults written out: a stored
 # payload must not change meaning if a default changes one day.
+_converter.register_unstructure_hook(Decimal, str)
+_converter.register_structure_hook(Decimal, lambda value, _: Decimal(str(value)))
+
 # Messages and content parts are tagged by the field they already carry.
 configure_tagged_union(
     TextPart | RawPart,

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 import attrs
 
+from agentfsm.budget import Budget
 from agentfsm.messages import AssistantMessage, Message, ToolCall, ToolMessage, UserMessage
 
 __all__ = [
@@ -15,6 +17,7 @@ __all__ = [
     "Conversation",
     "ErrorInfo",
     "Phase",
+    "RequestRecord",
     "StopReason",
     "TransitionRecord",
     "Usage",
@@ -93,11 +96,34 @@ class ErrorInfo:
         type: the exception class name, e.g. ``"RateLimitError"``.
         message: the error message (the server's, for HTTP errors).
         status: the HTTP status, when there was one.
+        model: the model the failed request was sent to.
     """
 
     type: str
     message: str
     status: int | None = None
+    model: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class RequestRecord:
+    """One answered model request.
+
+    Attributes:
+        model: the model that answered (a fallback's, if the primary failed).
+        usage: its tokens.
+        cost: its cost in USD (0 without pricing).
+        attempts: attempts it took, the answered one included (retries + 1).
+        duration: seconds from the first attempt to the answer, backoff included.
+        at: Unix time of the answer.
+    """
+
+    model: str
+    usage: Usage
+    cost: Decimal = Decimal(0)
+    attempts: int = 1
+    duration: float = 0.0
+    at: float = 0.0
 
 
 @attrs.frozen
@@ -138,6 +164,12 @@ class Conversation:
         function_calls: tool calls executed in the current run.
         usage: tokens used over the conversation's lifetime.
         run_usage: tokens used by the current run.
+        requests: every answered model request, in order.
+        run_request_start: index in ``requests`` of the current run's first request.
+        cost: USD spent over the conversation's lifetime (0 without pricing).
+        run_cost: USD spent by the current run.
+        budget: the budget of the current run when given to ``send_message`` /
+            ``start`` (``None``: the agent's own, if any).
         stop_reason: why the last run ended (``None`` while running).
         error: what failed, when ``stop_reason`` is ``error``.
         transitions: the log of every phase change.
@@ -157,6 +189,11 @@ class Conversation:
     function_calls: int = 0
     usage: Usage = Usage()
     run_usage: Usage = Usage()
+    requests: tuple[RequestRecord, ...] = ()
+    run_request_start: int = 0
+    cost: Decimal = Decimal(0)
+    run_cost: Decimal = Decimal(0)
+    budget: Budget | None = None
     stop_reason: StopReason | None = None
     error: ErrorInfo | None = None
     transitions: tuple[TransitionRecord, ...] = ()
@@ -173,6 +210,11 @@ class Conversation:
     def run_messages(self) -> tuple[Message, ...]:
         """The messages of the current (or last) run, starting with its user message."""
         return self.messages[self.run_start :]
+
+    @property
+    def run_requests(self) -> tuple[RequestRecord, ...]:
+        """The answered requests of the current (or last) run."""
+        return self.requests[self.run_request_start :]
 
     @property
     def last_assistant(self) -> AssistantMessage | None:

@@ -131,7 +131,7 @@ def _arguments(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def error_info(error: BaseException) -> ErrorInfo:
+def error_info(error: BaseException, model: str | None = None) -> ErrorInfo:
     """An ``ErrorInfo`` for a failed request: class, HTTP status, the server's message."""
     status = getattr(error, "status_code", None)
     message = str(getattr(error, "message", None) or error)
@@ -140,4 +140,4 @@ def error_info(error: BaseException) -> ErrorInfo:
         inner = body.get("error", body)
         if isinstance(inner, Mapping) and isinstance(inner.get("message"), str):
             message = inner["message"]
-    return ErrorInfo(type=type(error).__name__, message=message, status=status)
+    return ErrorInfo(type=type(error).__name__, message=message, status=status, model=model)

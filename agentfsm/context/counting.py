@@ -1,0 +1,437 @@
+"""Token counting: what a chat-completions request costs, accurately (tiktoken) or estimated.
+
+The accounting follows OpenAI's published recipe (the openai-cookbook notebook "How to count
+tokens with tiktoken"), verified there against the API's ``usage.prompt_tokens``:
+
+- every message costs 3 tokens, plus the tokens of each of its string values (``role``,
+  ``content``, ``refusal``…), plus 1 more when it has a ``name``;
+- every request adds 3 tokens priming the reply (``<|start|>assistant<|message|>``);
+- tool schemas cost, per function, ``func_init`` (7 for o200k models, 10 for cl100k) plus the
+  tokens of ``"name:description"``; when it has properties, 3 more, and per property 3 plus
+  the tokens of ``"key:type:description"`` (trailing periods stripped), and for an ``enum``
+  ``-3`` plus, per item, 3 and its tokens; 12 once at the end of the list.
+
+Two widely used extensions fill the recipe's gaps (from hmarr/openai-chat-tokens, also used
+by llama_index): each tool call of an assistant message costs 3 plus the tokens of its name
+and of its arguments; a ``tool`` result costs like any message (its ``tool_call_id`` is not
+text the model reads, so it is not counted). Beyond the recipe, a property schema's other
+keys (``items``, nested ``properties``, ``anyOf``…) count as the tokens of their compact
+JSON, and a tool that is not a function counts as its compact JSON, so nested schemas are
+not under-counted. Non-text content parts (images, audio, files) count a fixed estimate,
+see `_part_tokens`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+import tiktoken
+
+from agentfsm.errors import ConfigurationError
+from agentfsm.messages import AssistantMessage, Message, message_to_openai
+
+__all__ = [
+    "CHARS_PER_TOKEN",
+    "NON_TEXT_PART_TOKENS",
+    "AccurateCounter",
+    "SimpleCounter",
+    "TokenCounter",
+    "encoding_for_model",
+    "make_counter",
+]
+
+TOKENS_PER_MESSAGE = 3
+TOKENS_PER_NAME = 1
+REPLY_OVERHEAD = 3
+TOKENS_PER_TOOL_CALL = 3
+NON_TEXT_PART_TOKENS = 85
+"""What an image, audio or file content part is counted as: a flat estimate.
+
+85 tokens is what OpenAI bills for an image sent with ``detail: "low"``; larger images cost
+more (the tile formula), which a later version counts in `_part_tokens`.
+"""
+CHARS_PER_TOKEN = 4
+"""The ratio `SimpleCounter` assumes: about four characters of English text per token."""
+
+# The cookbook's function-schema constants (num_tokens_for_tools).
+_FUNC_INIT = {"cl100k_base": 10}
+_FUNC_INIT_DEFAULT = 7
+_PROP_INIT = 3
+_PROP_KEY = 3
+_ENUM_INIT = -3
+_ENUM_ITEM = 3
+_FUNC_END = 12
+_SCHEMA_KEYS_IN_LINE = frozenset({"type", "description", "enum"})
+
+# count_text caches short strings (system prompts, tool descriptions, notes) that come back
+# on every request; message contents are cached per message object instead.
+_TEXT_CACHE_MAX_CHARS = 16_384
+_TEXT_CACHE_MAX_ENTRIES = 2_048
+
+
+class TokenCounter(Protocol):
+    """Counts the tokens of chat-completions requests.
+
+    ``count_message`` and ``count_content`` are cached per message object, so counting a
+    growing conversation again on every step tokenizes each message once.
+    """
+
+    @property
+    def name(self) -> str:
+        """What counts: ``"accurate:o200k_base"``, ``"simple"``."""
+        ...
+
+    @property
+    def reply_overhead(self) -> int:
+        """Tokens every request adds to prime the reply (3 for OpenAI models)."""
+        ...
+
+    def count_message(self, message: Message) -> int:
+        """Tokens ``message`` costs in a request, its per-message overhead included."""
+        ...
+
+    def count_content(self, message: Message) -> int:
+        """Tokens of ``message``'s string ``content`` (0 for none or content parts)."""
+        ...
+
+    def count_wire(self, message: Mapping[str, Any]) -> int:
+        """Tokens an OpenAI chat-format message dict costs (not cached)."""
+        ...
+
+    def count_tools(self, tools: Sequence[Mapping[str, Any]]) -> int:
+        """Tokens the ``tools`` of a request cost (0 for none)."""
+        ...
+
+    def count_text(self, text: str) -> int:
+        """Tokens of a bare string."""
+        ...
+
+
+def _part_tokens(part: Mapping[str, Any]) -> int:
+    """Tokens of one non-text content part (an image, audio clip, file…).
+
+    A flat `NON_TEXT_PART_TOKENS` for now, whatever the part: the image tile formula
+    (which needs the image's size and ``detail``) goes here.
+    """
+    return NON_TEXT_PART_TOKENS
+
+
+def _strip_period(text: str) -> str:
+    return text[:-1] if text.endswith(".") else text
+
+
+def _compact_json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+class _Counter:
+    """The accounting shared by every counter; subclasses say how a string is tokenized."""
+
+    _func_init = _FUNC_INIT_DEFAULT
+
+    def __init__(self) -> None:
+        # id(message) -> (weak reference to it, total tokens, content tokens). The weak
+        # reference's callback removes the entry when the message goes away, so the cache
+        # never outlives its messages and a reused id never finds a stale entry.
+        self._cache: dict[int, tuple[weakref.ref[Any], int, int]] = {}
+
+    @property
+    def name(self) -> str:
+        """What counts."""
+        raise NotImplementedError
+
+    @property
+    def reply_overhead(self) -> int:
+        """Tokens every request adds to prime the reply."""
+        return REPLY_OVERHEAD
+
+    @property
+    def cached_messages(self) -> int:
+        """How many messages' counts are held (they are dropped when the messages are)."""
+        return len(self._cache)
+
+    def count_text(self, text: str) -> int:
+        """Tokens of a bare string."""
+        raise NotImplementedError
+
+    # -------------------------------------------------------------------- messages
+
+    def count_message(self, message: Message) -> int:
+        """Tokens ``message`` costs in a request, its per-message overhead included.
+
+        Cached per message object: a message counted before is not tokenized again.
+        """
+        return self._counts(message)[0]
+
+    def count_content(self, message: Message) -> int:
+        """Tokens of ``message``'s string ``content`` (0 for none or content parts), cached."""
+        return self._counts(message)[1]
+
+    def count_wire(self, message: Mapping[str, Any]) -> int:
+        """Tokens an OpenAI chat-format message dict costs (not cached)."""
+        return self._count_wire(message)[0]
+
+    def _counts(self, message: Message) -> tuple[int, int]:
+        key = id(message)
+        entry = self._cache.get(key)
+        if entry is not None and entry[0]() is message:
+            return entry[1], entry[2]
+        total, content = self._count_wire(message_to_openai(message))
+        if isinstance(message, AssistantMessage) and message.content is None:
+            content = 0
+        self._remember(message, total, content)
+        return total, content
+
+    def _remember(self, message: Message, total: int, content: int) -> None:
+        key = id(message)
+        cache = self._cache
+
+        def forget(ref: weakref.ref[Any]) -> None:
+            entry = cache.get(key)
+            if entry is not None and entry[0] is ref:
+                cache.pop(key, None)
+
+        try:
+            ref = weakref.ref(message, forget)
+        except TypeError:  # an object without weak reference support: count, do not cache
+            return
+        cache[key] = (ref, total, content)
+
+    def _count_wire(self, message: Mapping[str, Any]) -> tuple[int, int]:
+        """(total tokens, tokens of a string ``content``) of one wire message."""
+        count = self.count_text
+        total = TOKENS_PER_MESSAGE
+        content_tokens = 0
+        for key, value in message.items():
+            if key == "content":
+                if isinstance(value, str):
+                    content_tokens = count(value)
+                    total += content_tokens
+                elif isinstance(value, Sequence):
+                    total += self._parts_tokens(value)
+            elif key == "tool_calls":
+                total += self._tool_calls_tokens(value)
+            elif key == "tool_call_id":
+                continue
+            elif isinstance(value, str):
+                total += count(value)
+                if key == "name":
+                    total += TOKENS_PER_NAME
+        return total, content_tokens
+
+    def _parts_tokens(self, parts: Sequence[Any]) -> int:
+        total = 0
+        for part in parts:
+            if isinstance(part, str):
+                total += self.count_text(part)
+            elif isinstance(part, Mapping):
+                text = part.get("text")
+                if part.get("type") == "text" and isinstance(text, str):
+                    total += self.count_text(text)
+                else:
+                    total += _part_tokens(part)
+        return total
+
+    def _tool_calls_tokens(self, calls: Any) -> int:
+        if not isinstance(calls, Sequence):
+            return 0
+        total = 0
+        for call in calls:
+            function = call.get("function") if isinstance(call, Mapping) else None
+            if not isinstance(function, Mapping):
+                continue
+            total += TOKENS_PER_TOOL_CALL
+            for field in ("name", "arguments"):
+                value = function.get(field)
+                if isinstance(value, str):
+                    total += self.count_text(value)
+                elif value is not None:
+                    total += self.count_text(_compact_json(value))
+        return total
+
+    # -------------------------------------------------------------------- tools
+
+    def count_tools(self, tools: Sequence[Mapping[str, Any]]) -> int:
+        """Tokens the ``tools`` of a request cost, by the cookbook's function-schema formula."""
+        if not tools:
+            return 0
+        count = self.count_text
+        total = _FUNC_END
+        for tool in tools:
+            function = tool.get("function") if tool.get("type", "function") == "function" else None
+            if not isinstance(function, Mapping):
+                total += count(_compact_json(tool))
+                continue
+            description = _strip_period(str(function.get("description") or ""))
+            total += self._func_init + count(f"{function.get('name', '')}:{description}")
+            parameters = function.get("parameters")
+            properties = parameters.get("properties") if isinstance(parameters, Mapping) else None
+            if isinstance(properties, Mapping) and properties:
+                total += _PROP_INIT
+                for key, schema in properties.items():
+                    total += _PROP_KEY + self._property_tokens(str(key), schema)
+        return total
+
+    def _property_tokens(self, key: str, schema: Any) -> int:
+        if not isinstance(schema, Mapping):
+            return self.count_text(f"{key}::")
+        count = self.count_text
+        total = 0
+        enum = schema.get("enum")
+        if isinstance(enum, Sequence) and not isinstance(enum, str):
+            total += _ENUM_INIT
+            for item in enum:
+                total += _ENUM_ITEM + count(item if isinstance(item, str) else _compact_json(item))
+        kind = schema.get("type", "")
+        kind_text = kind if isinstance(kind, str) else _compact_json(kind)
+        description = _strip_period(str(schema.get("description") or ""))
+        total += count(f"{key}:{kind_text}:{description}")
+        rest = {k: v for k, v in schema.items() if k not in _SCHEMA_KEYS_IN_LINE}
+        if rest:
+            total += count(_compact_json(rest))
+        return total
+
+
+class AccurateCounter(_Counter):
+    """Counts with the model's own tokenizer (tiktoken).
+
+    Args:
+        encoding: the tiktoken encoding, e.g. ``"o200k_base"`` (see `encoding_for_model`).
+
+    Raises:
+        ConfigurationError: the encoding cannot be loaded (unknown, or not downloadable and
+            not in ``TIKTOKEN_CACHE_DIR``). There is no silent fallback to estimates.
+    """
+
+    def __init__(self, encoding: str = "o200k_base") -> None:
+        super().__init__()
+        try:
+            self._encoding = tiktoken.get_encoding(encoding)
+        except ValueError as error:  # tiktoken's "Unknown encoding"
+            raise ConfigurationError(
+                f"Unknown tiktoken encoding {encoding!r} ({error}); use one of "
+                f"{', '.join(tiktoken.list_encoding_names())}, or "
+                "context_handling_method='simple'."
+            ) from error
+        except Exception as error:  # the download failed: network, proxy, disk
+            raise ConfigurationError(
+                f"Cannot load the tiktoken encoding {encoding!r} "
+                f"({type(error).__name__}: {error}). tiktoken downloads it on first use: "
+                "allow network access to openaipublic.blob.core.windows.net once, or set "
+                "the TIKTOKEN_CACHE_DIR environment variable to a folder holding the "
+                "encoding file (copy it from a machine where tiktoken has run), or use "
+                "context_handling_method='simple'."
+            ) from error
+        self._encoding_name = encoding
+        self._func_init = _FUNC_INIT.get(encoding, _FUNC_INIT_DEFAULT)
+        self._encode: Callable[[str], list[int]] = self._encoding.encode_ordinary
+        self._texts: dict[str, int] = {}
+
+    @classmethod
+    def for_model(cls, model: str, default_encoding: str = "o200k_base") -> AccurateCounter:
+        """A counter with the encoding ``model`` uses (see `encoding_for_model`)."""
+        return cls(encoding_for_model(model, default_encoding))
+
+    @property
+    def name(self) -> str:
+        """``"accurate:<encoding>"``."""
+        return f"accurate:{self._encoding_name}"
+
+    @property
+    def encoding(self) -> str:
+        """The tiktoken encoding's name."""
+        return self._encoding_name
+
+    def count_text(self, text: str) -> int:
+        """Tokens of ``text``; special tokens such as ``<|endoftext|>`` count as plain text."""
+        if len(text) > _TEXT_CACHE_MAX_CHARS:
+            return len(self._encode(text))
+        texts = self._texts
+        tokens = texts.get(text)
+        if tokens is None:
+            tokens = len(self._encode(text))
+            if len(texts) >= _TEXT_CACHE_MAX_ENTRIES:
+                texts.clear()
+            texts[text] = tokens
+        return tokens
+
+    def __repr__(self) -> str:
+        return f"AccurateCounter(encoding={self._encoding_name!r})"
+
+
+class SimpleCounter(_Counter):
+    """Estimates tokens from character counts: ``ceil(characters / 4)`` per string.
+
+    Four characters per token is OpenAI's rule of thumb for English text; code, JSON and
+    most other languages take more tokens per character, so this under-counts them (leave a
+    margin in ``max_context_length``). The per-message, per-name, tool-call, tool-schema and
+    reply overheads are the same as `AccurateCounter`'s. It is about two orders of magnitude
+    cheaper and needs no tokenizer file.
+    """
+
+    @property
+    def name(self) -> str:
+        """``"simple"``."""
+        return "simple"
+
+    def count_text(self, text: str) -> int:
+        """``ceil(len(text) / 4)``."""
+        return -(-len(text) // CHARS_PER_TOKEN)
+
+    def __repr__(self) -> str:
+        return "SimpleCounter()"
+
+
+# ------------------------------------------------------------------------ model -> encoding
+
+_O200K = re.compile(r"^(gpt-4o|chatgpt-4o|gpt-4\.1|gpt-4\.5|gpt-5|gpt-oss|o[134](?![0-9a-z]))")
+_CL100K = re.compile(
+    r"^(gpt-4(?![0-9a-z.])|gpt-3\.5|gpt-35|text-embedding-3|text-embedding-ada-002)"
+)
+
+
+def encoding_for_model(model: str, default: str = "o200k_base") -> str:
+    """The tiktoken encoding of an OpenAI model name, or ``default`` for other models.
+
+    ``o200k_base`` for the gpt-4o, gpt-4.1, gpt-4.5, gpt-5, o1/o3/o4 and chatgpt-4o families;
+    ``cl100k_base`` for gpt-4 (gpt-4, gpt-4-turbo, gpt-4-0613…), gpt-3.5 and the
+    text-embedding-3 / ada-002 models. Provider prefixes (``openai/gpt-4o`` on OpenRouter,
+    ``azure/…``), fine-tune names (``ft:gpt-4o-mini:org::id``), OpenRouter variants
+    (``:free``) and case are ignored; Azure's ``gpt-35-turbo`` spelling is understood.
+
+    Example:
+        >>> encoding_for_model("openai/gpt-4o-mini")
+        'o200k_base'
+        >>> encoding_for_model("gpt-35-turbo-16k")
+        'cl100k_base'
+        >>> encoding_for_model("llama-3.1-70b", default="cl100k_base")
+        'cl100k_base'
+    """
+    name = model.strip().lower().rsplit("/", 1)[-1]
+    if name.startswith("ft:"):
+        name = name[3:]
+    name = name.split(":", 1)[0]
+    if _O200K.match(name):
+        return "o200k_base"
+    if _CL100K.match(name):
+        return "cl100k_base"
+    return default
+
+
+def make_counter(method: str, model: str, default_encoding: str = "o200k_base") -> TokenCounter:
+    """The counter for a ``context_handling_method``: ``"accurate"`` or ``"simple"``.
+
+    Raises:
+        ConfigurationError: an unknown method, or an encoding that cannot be loaded.
+    """
+    if method == "accurate":
+        return AccurateCounter.for_model(model, default_encoding)
+    if method == "simple":
+        return SimpleCounter()
+    raise ConfigurationError(
+        f"context_handling_method must be 'accurate' or 'simple', got {method!r}"
+    )
