@@ -5,6 +5,7 @@ Everything public is importable from here (and from ``agentfsm.store`` and
 """
 
 from agentfsm.agents import AsyncOpenAISimpleAgent
+from agentfsm.budget import Budget, Pricing
 from agentfsm.errors import (
     AgentFSMError,
     ConfigurationError,
@@ -12,6 +13,7 @@ from agentfsm.errors import (
     HookError,
     InvalidHistoryError,
     InvalidInputError,
+    ModelRequestError,
     RunError,
     RunInProgressError,
     SerializationError,
@@ -22,8 +24,10 @@ from agentfsm.errors import (
 from agentfsm.hooks import (
     AfterRequestEvent,
     BeforeRequestEvent,
+    BudgetExceededEvent,
     ContextOverflowEvent,
     Event,
+    FallbackEvent,
     FinalResponseEvent,
     FunctionCallEndEvent,
     FunctionCallErrorEvent,
@@ -31,6 +35,7 @@ from agentfsm.hooks import (
     ManualStopEvent,
     MaxTurnsReachedEvent,
     MessageDroppedEvent,
+    RetryEvent,
     TokenEvent,
     TransitionEvent,
 )
@@ -43,8 +48,17 @@ from agentfsm.messages import (
     UserMessage,
 )
 from agentfsm.response import AgentResponse
+from agentfsm.retry import RetryPolicy, RetryStrategy
 from agentfsm.serde import dumps, loads
-from agentfsm.state import Conversation, ErrorInfo, Phase, StopReason, TransitionRecord, Usage
+from agentfsm.state import (
+    Conversation,
+    ErrorInfo,
+    Phase,
+    RequestRecord,
+    StopReason,
+    TransitionRecord,
+    Usage,
+)
 from agentfsm.tools import Tool, ToolContext, tool
 
 __version__ = "0.1.0"
@@ -56,12 +70,15 @@ __all__ = [
     "AssistantMessage",
     "AsyncOpenAISimpleAgent",
     "BeforeRequestEvent",
+    "Budget",
+    "BudgetExceededEvent",
     "ConfigurationError",
     "ContextOverflowEvent",
     "Conversation",
     "ConversationFinishedError",
     "ErrorInfo",
     "Event",
+    "FallbackEvent",
     "FinalResponseEvent",
     "FunctionCallEndEvent",
     "FunctionCallErrorEvent",
@@ -72,7 +89,13 @@ __all__ = [
     "ManualStopEvent",
     "MaxTurnsReachedEvent",
     "MessageDroppedEvent",
+    "ModelRequestError",
     "Phase",
+    "Pricing",
+    "RequestRecord",
+    "RetryEvent",
+    "RetryPolicy",
+    "RetryStrategy",
     "RunError",
     "RunInProgressError",
     "SerializationError",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from agentfsm.testing import _scenarios as scenarios
+from agentfsm.testing._clock import FakeClock
 from agentfsm.testing._replies import (
     DelayFault,
     DisconnectFault,
@@ -30,6 +31,7 @@ from agentfsm.testing._server import (
 __all__ = [
     "DelayFault",
     "DisconnectFault",
+    "FakeClock",
     "HangFault",
     "RecordedRequest",
     "Reply",

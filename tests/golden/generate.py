@@ -27,16 +27,18 @@ async def main() -> None:
         tool_calls(call("get_weather", {"city": "Tokyo"}, id="call_1")),
         text("Sunny in Tokyo.", usage={"prompt_tokens": 40, "completion_tokens": 5}),
     ]
-    async with ScriptedOpenAIServer(script) as server:
-        async with AsyncOpenAISimpleAgent(
+    async with (
+        ScriptedOpenAIServer(script) as server,
+        AsyncOpenAISimpleAgent(
             model="m",
             api_key="k",
             base_url=server.base_url,
             tool_registry=[get_weather],
             pricing={"input_per_million": "0.15", "output_per_million": "0.60"},
             clock=lambda: 1_790_000_000.0 + next(ticks),
-        ) as agent:
-            response = await agent.send_message("weather in tokyo?", user_id="u1", chat_id="c1")
+        ) as agent,
+    ):
+        response = await agent.send_message("weather in tokyo?", user_id="u1", chat_id="c1")
     target = Path(__file__).with_name(f"conversation_v{SCHEMA_VERSION}.json")
     target.write_text(dumps(response.conversation, indent=2) + "\n")
 
