@@ -558,6 +558,7 @@ class _Step:
                         ),
                     )
             attempt = 0
+            retries: dict[str, int] = {}  # each class of failure has its own retry allowance
             while True:
                 attempt += 1
                 try:
@@ -565,7 +566,12 @@ class _Step:
                 except REQUEST_ERRORS as error:
                     info = error_info(error, slot.model.model)
                     error_class = classify(error)
-                    if error_class is None or attempt > strategy.policy(error_class).max_retries:
+                    if error_class is not None:
+                        retries[error_class] = retries.get(error_class, 0) + 1
+                    if (
+                        error_class is None
+                        or retries[error_class] > strategy.policy(error_class).max_retries
+                    ):
                         log.warning(
                             "model_request_failed",
                             chat_id=self.chat_id,
@@ -576,7 +582,7 @@ class _Step:
                             error=info.message,
                         )
                         break
-                    delay = strategy.delay(error_class, attempt, error)
+                    delay = strategy.delay(error_class, retries[error_class], error)
                     log.warning(
                         "model_request_retry",
                         chat_id=self.chat_id,
