@@ -4,7 +4,7 @@ Everything public is importable from here (and from ``agentfsm.store`` and
 ``agentfsm.testing``); every other module is internal.
 """
 
-from agentfsm.agents import AsyncOpenAISimpleAgent
+from agentfsm.agents import AsyncOpenAISimpleAgent, AsyncOpenAIStreamingAgent, StreamEvent
 from agentfsm.budget import Budget, Pricing
 from agentfsm.errors import (
     AgentFSMError,
@@ -37,6 +37,8 @@ from agentfsm.hooks import (
     MessageDroppedEvent,
     RetryEvent,
     TokenEvent,
+    ToolCallEvent,
+    ToolResultEvent,
     TransitionEvent,
 )
 from agentfsm.messages import (
@@ -69,6 +71,7 @@ __all__ = [
     "AgentResponse",
     "AssistantMessage",
     "AsyncOpenAISimpleAgent",
+    "AsyncOpenAIStreamingAgent",
     "BeforeRequestEvent",
     "Budget",
     "BudgetExceededEvent",
@@ -100,15 +103,18 @@ __all__ = [
     "RunInProgressError",
     "SerializationError",
     "StopReason",
+    "StreamEvent",
     "SystemMessage",
     "TextPart",
     "TokenEvent",
     "Tool",
     "ToolArgumentError",
     "ToolCall",
+    "ToolCallEvent",
     "ToolContext",
     "ToolDefinitionError",
     "ToolMessage",
+    "ToolResultEvent",
     "TransitionEvent",
     "TransitionRecord",
     "UnknownHookError",

@@ -35,6 +35,9 @@ from agentfsm.hooks import (
     ManualStopEvent,
     MaxTurnsReachedEvent,
     RetryEvent,
+    TokenEvent,
+    ToolCallEvent,
+    ToolResultEvent,
     TransitionEvent,
     _DebugPrinter,
     _Hooks,
@@ -45,6 +48,7 @@ from agentfsm.messages import (
     RawPart,
     TextPart,
     ToolCall,
+    ToolMessage,
     UserMessage,
     _content_from_openai,
     history_from_openai,
@@ -56,6 +60,7 @@ from agentfsm.providers.openai import (
     RESERVED_PARAMS,
     ModelReply,
     OpenAIChatModel,
+    StreamBuffer,
     error_info,
 )
 from agentfsm.response import AgentResponse
@@ -75,6 +80,9 @@ from agentfsm.tools import Tool, ToolContext, tools_from_registry
 __all__ = ["Agent", "UserInput"]
 
 log = structlog.get_logger(__name__)
+
+EventSink = Callable[[Event], Awaitable[None]]
+"""Where a streamed run sends its events (the consumer of ``stream_message``)."""
 
 UserInput = str | Sequence[str | Mapping[str, Any] | ContentPart]
 """A user message: text, or a list of content parts (text strings and OpenAI part dicts)."""
@@ -364,18 +372,31 @@ class Agent:
         """
         return await machine.step(_Step(self, conversation, debug_print), conversation)
 
-    async def iter(
+    def iter(
         self, conversation: Conversation, *, debug_print: bool = False
     ) -> AsyncIterator[Conversation]:
         """Yields the conversation after every transition until its run finishes."""
+        return self._iter(conversation, debug_print, None)
+
+    async def _iter(
+        self, conversation: Conversation, debug_print: bool, sink: EventSink | None
+    ) -> AsyncIterator[Conversation]:
+        """The one loop over ``step()``: iter, run, send_message and stream_message use it."""
         while not conversation.finished:
-            conversation = await self.step(conversation, debug_print=debug_print)
+            conversation = await machine.step(
+                _Step(self, conversation, debug_print, sink), conversation
+            )
             yield conversation
 
     async def run(self, conversation: Conversation, *, debug_print: bool = False) -> Conversation:
         """``conversation`` stepped until its run finishes."""
+        return await self._run(conversation, debug_print, None)
+
+    async def _run(
+        self, conversation: Conversation, debug_print: bool, sink: EventSink | None
+    ) -> Conversation:
         last = conversation
-        async for last in self.iter(conversation, debug_print=debug_print):  # noqa: B007
+        async for last in self._iter(conversation, debug_print, sink):  # noqa: B007
             pass
         return last
 
@@ -415,12 +436,18 @@ class Agent:
             conversation=conversation,
             budget_control=budget_control,
         )
-        if conv.transitions and conversation is not None:
-            await _Step(self, conv, debug_print).announce(conv, conv.transitions[-1])
-        conv = await self.run(conv, debug_print=debug_print)
+        conv = await self._run_started(conv, debug_print, None)
         if raise_on_error and conv.stop_reason is StopReason.ERROR and conv.error is not None:
             raise ModelRequestError(conv, conv.error)
         return self.response(conv)
+
+    async def _run_started(
+        self, conv: Conversation, debug_print: bool, sink: EventSink | None
+    ) -> Conversation:
+        """Announce the start transition of a continued conversation, then run it."""
+        if conv.transitions and conv.transitions[-1].reason == "user_message" and conv.turn == 0:
+            await _Step(self, conv, debug_print, sink).announce(conv, conv.transitions[-1])
+        return await self._run(conv, debug_print, sink)
 
     def request_stop(self, chat_id: str) -> None:
         """Stop the run of ``chat_id`` at once: the running request or tools are cancelled.
@@ -443,10 +470,32 @@ class Agent:
 class _Step:
     """The runtime of one ``step()``: the agent's collaborators bound to one conversation."""
 
-    __slots__ = ("agent", "chat_id", "debug", "limits", "turn", "user_id", "watch")
+    __slots__ = (
+        "agent",
+        "attempt",
+        "buffer",
+        "chat_id",
+        "debug",
+        "limits",
+        "sink",
+        "slot_index",
+        "turn",
+        "user_id",
+        "watch",
+    )
 
-    def __init__(self, agent: Agent, conversation: Conversation, debug: bool) -> None:
+    def __init__(
+        self,
+        agent: Agent,
+        conversation: Conversation,
+        debug: bool,
+        sink: EventSink | None = None,
+    ) -> None:
         self.agent = agent
+        self.sink = sink
+        self.buffer: StreamBuffer | None = None
+        self.slot_index = 0
+        self.attempt = 0
         self.limits = agent.limits
         self.chat_id = conversation.chat_id
         self.user_id = conversation.user_id
@@ -476,6 +525,28 @@ class _Step:
             self.debug(name, event)
         await self.agent._hooks.fire(name, event)
 
+    async def on_text(self, delta: str) -> None:
+        """A streamed text delta: ``on_token_received`` and the stream's consumer."""
+        if self.sink is None and not self.agent._hooks.wants("on_token_received"):
+            return
+        event = TokenEvent(**self.base(), delta=delta)
+        await self.agent._hooks.fire("on_token_received", event)
+        if self.sink is not None:
+            await self.sink(event)
+
+    async def tool_result(self, message: ToolMessage) -> None:
+        """A tool call has its result: tell the stream's consumer (if any)."""
+        if self.sink is not None:
+            await self.sink(
+                ToolResultEvent(
+                    **self.base(),
+                    call_id=message.tool_call_id,
+                    tool_name=message.tool_name or "",
+                    content=message.content,
+                    is_error=message.is_error,
+                )
+            )
+
     # the Runtime protocol ----------------------------------------------
 
     async def stop_requested(self) -> bool:
@@ -503,6 +574,10 @@ class _Step:
             )
         began = agent._clock()
         result = await self.watch.run(self._call_models(messages))
+        if isinstance(result, _Stopped) and self.buffer is not None and self.buffer.text:
+            # a stop cut the stream: keep the text that arrived, exactly, marked interrupted
+            slot = agent._slots[self.slot_index]
+            result = self.buffer.reply(slot.model.model, interrupted=True), slot, self.attempt
         if isinstance(result, (ErrorInfo, _Stopped)):
             return result
         reply, slot, attempts = result
@@ -530,6 +605,9 @@ class _Step:
                     duration=duration,
                 ),
             )
+        if self.sink is not None:
+            for call in message.tool_calls:
+                await self.sink(ToolCallEvent(**self.base(), call=call))
         return machine.Answer(message, record)
 
     async def _call_models(
@@ -561,8 +639,16 @@ class _Step:
             retries: dict[str, int] = {}  # each class of failure has its own retry allowance
             while True:
                 attempt += 1
+                self.slot_index, self.attempt = index, attempt
                 try:
-                    return await slot.model.complete(messages, agent._tool_schemas), slot, attempt
+                    if not agent._streaming:
+                        reply = await slot.model.complete(messages, agent._tool_schemas)
+                    else:
+                        self.buffer = StreamBuffer()
+                        reply = await slot.model.stream(
+                            messages, agent._tool_schemas, self.buffer, self.on_text
+                        )
+                    return reply, slot, attempt
                 except REQUEST_ERRORS as error:
                     info = error_info(error, slot.model.model)
                     error_class = classify(error)
@@ -673,12 +759,12 @@ class _Step:
             )
 
     async def announce(self, conversation: Conversation, record: TransitionRecord) -> None:
-        """Fire ``on_transition`` for ``record``."""
-        if self.wants("on_transition"):
-            await self.emit(
-                "on_transition",
-                TransitionEvent(**self.base(), record=record, conversation=conversation),
-            )
+        """Fire ``on_transition`` for ``record``, and tell the stream's consumer."""
+        if self.wants("on_transition") or self.sink is not None:
+            event = TransitionEvent(**self.base(), record=record, conversation=conversation)
+            await self.emit("on_transition", event)
+            if self.sink is not None:
+                await self.sink(event)
 
 
 # ---------------------------------------------------------------------- construction helpers

@@ -2,9 +2,28 @@
 
 from __future__ import annotations
 
-from agentfsm.agent import Agent
+import asyncio
+from collections.abc import AsyncGenerator, Iterable, Mapping
+from typing import Any
 
-__all__ = ["AsyncOpenAISimpleAgent"]
+from agentfsm.agent import Agent, UserInput
+from agentfsm.budget import Budget
+from agentfsm.hooks import (
+    Event,
+    FinalResponseEvent,
+    TokenEvent,
+    ToolCallEvent,
+    ToolResultEvent,
+    TransitionEvent,
+)
+from agentfsm.state import Conversation
+
+__all__ = ["AsyncOpenAISimpleAgent", "AsyncOpenAIStreamingAgent", "StreamEvent"]
+
+StreamEvent = TokenEvent | ToolCallEvent | ToolResultEvent | TransitionEvent | FinalResponseEvent
+"""What ``stream_message`` yields."""
+
+_END = object()
 
 
 class AsyncOpenAISimpleAgent(Agent):
@@ -19,3 +38,105 @@ class AsyncOpenAISimpleAgent(Agent):
 
     Every keyword is documented on :class:`~agentfsm.agent.Agent`.
     """
+
+
+class AsyncOpenAIStreamingAgent(Agent):
+    """An agent whose model requests stream: tokens arrive as the model writes them.
+
+    ``send_message`` works as for the simple agent (it streams inside and fires
+    ``on_token_received``); :meth:`stream_message` hands every event to the caller as it
+    happens. A stop during a stream closes the HTTP stream at once and keeps the text that
+    arrived, exactly, in a message marked ``interrupted``.
+
+    Args:
+        stream_buffer: events ``stream_message`` holds for a slow consumer before the run
+            waits for it (backpressure: the model's stream is then read no faster than the
+            consumer reads events).
+
+    Every other keyword is documented on :class:`~agentfsm.agent.Agent`.
+    """
+
+    _streaming = True
+
+    def __init__(self, *, stream_buffer: int = 64, **kwargs: Any) -> None:
+        from agentfsm.errors import ConfigurationError
+
+        if (
+            isinstance(stream_buffer, bool)
+            or not isinstance(stream_buffer, int)
+            or stream_buffer < 1
+        ):
+            raise ConfigurationError(
+                f"stream_buffer must be an integer >= 1, got {stream_buffer!r}"
+            )
+        super().__init__(**kwargs)
+        self.stream_buffer = stream_buffer
+
+    async def stream_message(
+        self,
+        message: UserInput,
+        history: Iterable[Mapping[str, Any]] | None = None,
+        *,
+        user_id: str | None = None,
+        chat_id: str | None = None,
+        conversation: Conversation | None = None,
+        debug_print: bool = False,
+        budget_control: Budget | Mapping[str, Any] | None = None,
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """Run one user message, yielding its events as they happen.
+
+        Yields ``TokenEvent`` (text deltas), ``ToolCallEvent`` (a complete call),
+        ``ToolResultEvent``, ``TransitionEvent`` (every phase change) and, last,
+        ``FinalResponseEvent`` carrying the same ``AgentResponse`` as ``send_message``.
+
+        Breaking out of the loop (or ``aclose()``) stops the run cleanly: it ends in
+        ``stopped`` / ``user_stop`` and no task or connection is left behind.
+        """
+        conv = self.start(
+            message,
+            history,
+            user_id=user_id,
+            chat_id=chat_id,
+            conversation=conversation,
+            budget_control=budget_control,
+        )
+        queue: asyncio.Queue[Any] = asyncio.Queue(self.stream_buffer)
+        closed = False
+
+        async def sink(event: Event) -> None:
+            if not closed:
+                await queue.put(event)
+
+        async def produce() -> None:
+            try:
+                final = await self._run_started(conv, debug_print, sink)
+                response = self.response(final)
+                await sink(
+                    FinalResponseEvent(
+                        chat_id=final.chat_id,
+                        user_id=final.user_id,
+                        agent_name=self.name,
+                        turn=final.turn,
+                        at=self._clock(),
+                        response=response,
+                    )
+                )
+            finally:
+                if not closed:
+                    await queue.put(_END)
+
+        task = asyncio.get_running_loop().create_task(produce())
+        try:
+            while True:
+                item = await queue.get()
+                if item is _END:
+                    break
+                yield item
+            await task  # re-raises what the run raised, if anything
+        finally:
+            if not task.done():
+                closed = True
+                self.request_stop(conv.chat_id)  # the run ends as a clean user stop
+                while not queue.empty():  # unblock a producer waiting for room
+                    queue.get_nowait()
+                await asyncio.gather(task, return_exceptions=True)

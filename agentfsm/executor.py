@@ -61,6 +61,7 @@ class ToolExecutor:
                     await self._report_error(
                         step, call, {}, asyncio.CancelledError(), result.content, started[call.id]
                     )
+                await step.tool_result(result)
             ordered.append(result)
         return ordered, len(results), stopped
 
@@ -85,6 +86,7 @@ class ToolExecutor:
             content = f"Error: {error}"
             results[call.id] = ToolMessage(call.id, content, tool_name=call.name, is_error=True)
             await self._report_error(step, call, _loose(call.arguments), error, content, began)
+            await step.tool_result(results[call.id])
             return
         if prepared.ignored:
             log.warning(
@@ -110,9 +112,11 @@ class ToolExecutor:
             content = f"Error: {type(error).__name__}: {error}"
             results[call.id] = ToolMessage(call.id, content, tool_name=call.name, is_error=True)
             await self._report_error(step, call, prepared.arguments, error, content, began)
+            await step.tool_result(results[call.id])
             return
         content = format_result(value)
         results[call.id] = ToolMessage(call.id, content, tool_name=call.name)
+        await step.tool_result(results[call.id])
         if step.wants("on_function_call_end"):
             await step.emit(
                 "on_function_call_end",

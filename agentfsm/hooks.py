@@ -13,7 +13,7 @@ import attrs
 import structlog
 
 from agentfsm.errors import ConfigurationError, HookError, UnknownHookError
-from agentfsm.messages import AssistantMessage, Message
+from agentfsm.messages import AssistantMessage, Message, ToolCall
 from agentfsm.state import Conversation, ErrorInfo, Phase, TransitionRecord, Usage
 
 if TYPE_CHECKING:
@@ -37,6 +37,8 @@ __all__ = [
     "MessageDroppedEvent",
     "RetryEvent",
     "TokenEvent",
+    "ToolCallEvent",
+    "ToolResultEvent",
     "TransitionEvent",
 ]
 
@@ -110,6 +112,23 @@ class TokenEvent(Event):
     """``on_token_received``: a text delta arrived from a streaming model."""
 
     delta: str
+
+
+@attrs.frozen(kw_only=True)
+class ToolCallEvent(Event):
+    """A stream event: the model asked for this tool call (its arguments are whole)."""
+
+    call: ToolCall
+
+
+@attrs.frozen(kw_only=True)
+class ToolResultEvent(Event):
+    """A stream event: a tool call has its result (``is_error`` for failures and cancels)."""
+
+    call_id: str
+    tool_name: str
+    content: str
+    is_error: bool
 
 
 @attrs.frozen(kw_only=True)

@@ -234,6 +234,8 @@ async def _request_model(rt: Runtime, conv: Conversation) -> tuple[Conversation,
         cost=conv.cost + record.cost,
         run_cost=conv.run_cost + record.cost,
     )
+    if reply.message.interrupted:  # a stop cut a streamed answer: its text is kept above
+        return conv, Interrupted()
     return conv, ToolCallsRequested() if reply.message.tool_calls else FinalAnswer()
 
 

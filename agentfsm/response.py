@@ -28,6 +28,8 @@ class AgentResponse:
         usage: tokens of all requests of this run.
         turns: model calls made in this run.
         error: what failed, when ``stop_reason`` is ``error``.
+        interrupted: a stop cut the model's streamed answer short; ``output`` is the text
+            that had arrived, exactly as received.
         cost: USD spent by this run (0 without pricing).
         requests: this run's answered requests: model, usage, cost, attempts.
         conversation: the full state, to step on, dump or store.
@@ -43,6 +45,7 @@ class AgentResponse:
     user_id: str | None
     turns: int
     error: ErrorInfo | None
+    interrupted: bool
     cost: Decimal
     requests: tuple[RequestRecord, ...]
     conversation: Conversation
@@ -55,6 +58,7 @@ class AgentResponse:
                 f"conversation {conversation.chat_id!r} is in {conversation.phase.value}: "
                 "its run has not finished"
             )
+        last = conversation.last_assistant
         return cls(
             output=conversation.output,
             stop_reason=conversation.stop_reason,
@@ -72,6 +76,7 @@ class AgentResponse:
             user_id=conversation.user_id,
             turns=conversation.turn,
             error=conversation.error,
+            interrupted=last is not None and last.interrupted,
             cost=conversation.run_cost,
             requests=conversation.run_requests,
             conversation=conversation,
@@ -90,6 +95,7 @@ class AgentResponse:
             "user_id": self.user_id,
             "turns": self.turns,
             "error": unstructure(self.error) if self.error is not None else None,
+            "interrupted": self.interrupted,
             "cost": str(self.cost),
             "requests": unstructure(self.requests),
             "conversation": unstructure(self.conversation),

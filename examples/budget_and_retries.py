@@ -35,8 +35,10 @@ def search_docs(query: str) -> str:
 
 
 def on_retry(event: RetryEvent) -> None:
-    print(f"  retry #{event.attempt} after {event.error_class} ({event.error.status}): "
-          f"waiting {event.delay:.2f}s")
+    print(
+        f"  retry #{event.attempt} after {event.error_class} ({event.error.status}): "
+        f"waiting {event.delay:.2f}s"
+    )
 
 
 def on_fallback(event: FallbackEvent) -> None:
@@ -54,8 +56,10 @@ async def run(agent: AsyncOpenAISimpleAgent) -> None:
     print(f"\nstop_reason: {response.stop_reason.value}")
     print(f"output:      {response.output[:200]!r}")
     for r in response.requests:
-        print(f"  request: {r.model}, {r.usage.total_tokens} tokens, ${r.cost}, "
-              f"{r.attempts} attempt(s)")
+        print(
+            f"  request: {r.model}, {r.usage.total_tokens} tokens, ${r.cost}, "
+            f"{r.attempts} attempt(s)"
+        )
     print(f"run cost:    ${response.cost}")
 
 
@@ -75,9 +79,10 @@ async def offline() -> None:
         text("Done.", usage=usage),
     ]
     clock = FakeClock()
-    async with ScriptedOpenAIServer(primary_script) as primary, ScriptedOpenAIServer(
-        backup_script, model="backup-model"
-    ) as backup:
+    async with (
+        ScriptedOpenAIServer(primary_script) as primary,
+        ScriptedOpenAIServer(backup_script, model="backup-model") as backup,
+    ):
         options: dict[str, Any] = {
             "clock": clock,
             "sleep": clock.sleep,

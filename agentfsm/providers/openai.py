@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -17,6 +17,8 @@ __all__ = [
     "MalformedReplyError",
     "ModelReply",
     "OpenAIChatModel",
+    "StreamBuffer",
+    "TokenSink",
     "error_info",
     "parse_completion",
     "usage_from_openai",
@@ -44,15 +46,130 @@ class ModelReply:
     model: str
 
 
+class StreamBuffer:
+    """What a streamed answer has delivered so far; readable after the stream was cut off."""
+
+    __slots__ = ("calls", "finish_reason", "model", "text", "usage")
+
+    def __init__(self) -> None:
+        self.text: list[str] = []
+        self.calls: dict[int, list[str]] = {}  # index -> [id, name, arguments]
+        self.usage: Any = None
+        self.finish_reason: str | None = None
+        self.model: str | None = None
+
+    def add(self, chunk: Any) -> str:
+        """Fold one chunk in; returns its text delta ("" if none)."""
+        if getattr(chunk, "usage", None) is not None:
+            self.usage = chunk.usage
+        if self.model is None:
+            self.model = getattr(chunk, "model", None)
+        delta_text = ""
+        for choice in getattr(chunk, "choices", None) or ():
+            if choice.finish_reason:
+                self.finish_reason = choice.finish_reason
+            delta = choice.delta
+            if delta is None:
+                continue
+            if delta.content:
+                delta_text += delta.content
+            for position, part in enumerate(getattr(delta, "tool_calls", None) or ()):
+                index = part.index if part.index is not None else position
+                call = self.calls.setdefault(index, ["", "", ""])
+                if part.id:
+                    call[0] = part.id
+                function = part.function
+                if function is None:
+                    continue
+                name = function.name or ""
+                if name and not (call[1] == name or call[1].endswith(name)):
+                    # one name, sent once (OpenAI) or repeated whole on every chunk (others)
+                    call[1] = name if name.startswith(call[1]) else call[1] + name
+                if function.arguments:
+                    call[2] += function.arguments
+        if delta_text:
+            self.text.append(delta_text)
+        return delta_text
+
+    def reply(self, requested_model: str, *, interrupted: bool = False) -> ModelReply:
+        """The answer assembled so far (an interrupted one keeps only its text)."""
+        text = "".join(self.text)
+        calls = (
+            ()
+            if interrupted
+            else tuple(
+                ToolCall(id=c[0] or new_tool_call_id(), name=c[1], arguments=_arguments(c[2]))
+                for _, c in sorted(self.calls.items())
+                if c[1]
+            )
+        )
+        return ModelReply(
+            message=AssistantMessage(
+                content=text if text or not calls else None,
+                tool_calls=calls,
+                interrupted=interrupted,
+            ),
+            usage=usage_from_openai(self.usage),
+            finish_reason=self.finish_reason,
+            model=self.model or requested_model,
+        )
+
+
+TokenSink = Callable[[str], Awaitable[None]]
+
+
 class OpenAIChatModel:
     """Sends chat-completions requests for one model through an ``openai.AsyncOpenAI`` client."""
 
-    __slots__ = ("client", "model", "params")
+    __slots__ = ("client", "model", "params", "stream_usage")
 
     def __init__(self, client: openai.AsyncOpenAI, model: str, params: Mapping[str, Any]) -> None:
         self.client = client
         self.model = model
         self.params = dict(params)
+        self.stream_usage = True  # off for servers that refuse stream_options
+
+    async def stream(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        tools: Sequence[Mapping[str, Any]],
+        buffer: StreamBuffer,
+        on_text: TokenSink,
+    ) -> ModelReply:
+        """Send one streaming request, passing each text delta to ``on_text`` as it arrives.
+
+        The HTTP stream is closed however this ends (a stop cancels it mid-way). Servers
+        that reject ``stream_options`` are asked again without it, once, and remembered.
+
+        Raises:
+            openai.APIError: the request failed (HTTP status, timeout, connection).
+        """
+        kwargs: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages,
+            "stream": True,
+            **self.params,
+        }
+        if tools:
+            kwargs["tools"] = tools
+        if self.stream_usage:
+            kwargs["stream_options"] = {"include_usage": True}
+        try:
+            stream = await self.client.chat.completions.create(**kwargs)
+        except (openai.BadRequestError, openai.UnprocessableEntityError) as error:
+            if not self.stream_usage or "stream_options" not in str(error):
+                raise
+            self.stream_usage = False
+            del kwargs["stream_options"]
+            stream = await self.client.chat.completions.create(**kwargs)
+        try:
+            async for chunk in stream:
+                text = buffer.add(chunk)
+                if text:
+                    await on_text(text)
+        finally:
+            await stream.close()
+        return buffer.reply(self.model)
 
     async def complete(
         self, messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]]
