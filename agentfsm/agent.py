@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 import openai
@@ -80,6 +80,8 @@ from agentfsm.tools import Tool, ToolContext, tools_from_registry
 __all__ = ["Agent", "UserInput"]
 
 log = structlog.get_logger(__name__)
+
+_AgentT = TypeVar("_AgentT", bound="Agent")
 
 EventSink = Callable[[Event], Awaitable[None]]
 """Where a streamed run sends its events (the consumer of ``stream_message``)."""
@@ -272,7 +274,7 @@ class Agent:
             if slot.owns_client:
                 await slot.model.client.close()
 
-    async def __aenter__(self) -> Agent:
+    async def __aenter__(self: _AgentT) -> _AgentT:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

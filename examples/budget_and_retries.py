@@ -64,16 +64,24 @@ async def run(agent: AsyncOpenAISimpleAgent) -> None:
 
 
 async def offline() -> None:
-    from agentfsm.testing import FakeClock, ScriptedOpenAIServer, call, fault, text, tool_calls
+    from agentfsm.testing import (
+        FakeClock,
+        Reply,
+        ScriptedOpenAIServer,
+        call,
+        fault,
+        text,
+        tool_calls,
+    )
 
     usage = {"prompt_tokens": 900, "completion_tokens": 120}
-    primary_script = [
+    primary_script: list[Reply] = [
         fault.rate_limit(retry_after=2),
         fault.server_error(503),
         tool_calls(call("search_docs", {"query": "pricing"}), usage=usage),
         fault.status(404, "The model `scripted-model` has been retired"),
     ]
-    backup_script = [
+    backup_script: list[Reply] = [
         tool_calls(call("search_docs", {"query": "limits"}), usage=usage),
         tool_calls(call("search_docs", {"query": "billing"}), usage=usage),
         text("Done.", usage=usage),
