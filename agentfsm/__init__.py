@@ -4,10 +4,16 @@ Everything public is importable from here (and from ``agentfsm.store`` and
 ``agentfsm.testing``); every other module is internal.
 """
 
-from agentfsm.agents import AsyncOpenAISimpleAgent, AsyncOpenAIStreamingAgent, StreamEvent
+from agentfsm.agents import (
+    AsyncOpenAIMultimodalAgent,
+    AsyncOpenAISimpleAgent,
+    AsyncOpenAIStreamingAgent,
+    StreamEvent,
+)
 from agentfsm.budget import Budget, Pricing
 from agentfsm.errors import (
     AgentFSMError,
+    ChatAccessError,
     ConfigurationError,
     ConversationFinishedError,
     HookError,
@@ -41,6 +47,7 @@ from agentfsm.hooks import (
     ToolResultEvent,
     TransitionEvent,
 )
+from agentfsm.media import Audio, File, Image, MediaError
 from agentfsm.messages import (
     AssistantMessage,
     SystemMessage,
@@ -70,11 +77,14 @@ __all__ = [
     "AgentFSMError",
     "AgentResponse",
     "AssistantMessage",
+    "AsyncOpenAIMultimodalAgent",
     "AsyncOpenAISimpleAgent",
     "AsyncOpenAIStreamingAgent",
+    "Audio",
     "BeforeRequestEvent",
     "Budget",
     "BudgetExceededEvent",
+    "ChatAccessError",
     "ConfigurationError",
     "ContextOverflowEvent",
     "Conversation",
@@ -82,15 +92,18 @@ __all__ = [
     "ErrorInfo",
     "Event",
     "FallbackEvent",
+    "File",
     "FinalResponseEvent",
     "FunctionCallEndEvent",
     "FunctionCallErrorEvent",
     "FunctionCallStartEvent",
     "HookError",
+    "Image",
     "InvalidHistoryError",
     "InvalidInputError",
     "ManualStopEvent",
     "MaxTurnsReachedEvent",
+    "MediaError",
     "MessageDroppedEvent",
     "ModelRequestError",
     "Phase",

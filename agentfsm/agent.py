@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 import openai
@@ -18,6 +18,7 @@ from agentfsm import machine
 from agentfsm.budget import Budget, PricingLike, pricing_function
 from agentfsm.context import ContextSettings
 from agentfsm.errors import (
+    ChatAccessError,
     ConfigurationError,
     InvalidInputError,
     ModelRequestError,
@@ -42,6 +43,7 @@ from agentfsm.hooks import (
     _DebugPrinter,
     _Hooks,
 )
+from agentfsm.media import Audio, File, Image
 from agentfsm.messages import (
     ContentPart,
     Message,
@@ -77,6 +79,9 @@ from agentfsm.state import (
 from agentfsm.stop import StopSignalFunction, _StopBoard, _Stopped, _StopSignal, _StopWatch
 from agentfsm.tools import Tool, ToolContext, tools_from_registry
 
+if TYPE_CHECKING:
+    from agentfsm.store import Store
+
 __all__ = ["Agent", "UserInput"]
 
 log = structlog.get_logger(__name__)
@@ -86,8 +91,8 @@ _AgentT = TypeVar("_AgentT", bound="Agent")
 EventSink = Callable[[Event], Awaitable[None]]
 """Where a streamed run sends its events (the consumer of ``stream_message``)."""
 
-UserInput = str | Sequence[str | Mapping[str, Any] | ContentPart]
-"""A user message: text, or a list of content parts (text strings and OpenAI part dicts)."""
+UserInput = str | Sequence[str | Mapping[str, Any] | ContentPart | Image | Audio | File]
+"""A user message: text, or a list of parts (text, ``Image``/``Audio``/``File``, part dicts)."""
 
 
 class Agent:
@@ -133,6 +138,9 @@ class Agent:
             in USD, or a callable ``(model, usage) -> cost``.
         budget_control: ``{"max_budget_for_this_chat", "stop_on_budget_exceeded"?,
             "reserved_budget"?}`` (needs ``pricing``).
+        store: where conversations live between requests (``agentfsm.store``): with one,
+            ``send_message`` loads the chat by ``chat_id``, and the conversation is saved
+            after every transition (compare-and-set on its version).
         clock: the time source for transition timestamps (tests inject a fake one).
         sleep: the coroutine that waits between retries (tests inject a fake one).
 
@@ -176,6 +184,7 @@ class Agent:
         fallback_models: Sequence[Mapping[str, Any]] | None = None,
         pricing: PricingLike | None = None,
         budget_control: Budget | Mapping[str, Any] | None = None,
+        store: Store | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -228,6 +237,7 @@ class Agent:
             else _StopSignal(manual_stop_signal_function, check_for_stop_signal_time)
         )
         self._stop_board = _StopBoard()
+        self.store = store
         self._clock = clock
         self._sleep = sleep
         self.retry_strategy = RetryStrategy.from_value(retry_strategy)
@@ -385,9 +395,10 @@ class Agent:
     ) -> AsyncIterator[Conversation]:
         """The one loop over ``step()``: iter, run, send_message and stream_message use it."""
         while not conversation.finished:
-            conversation = await machine.step(
-                _Step(self, conversation, debug_print, sink), conversation
-            )
+            stepped = await machine.step(_Step(self, conversation, debug_print, sink), conversation)
+            if self.store is not None:  # a checkpoint after every transition
+                await self.store.save(stepped, conversation.version)
+            conversation = stepped
             yield conversation
 
     async def run(self, conversation: Conversation, *, debug_print: bool = False) -> Conversation:
@@ -430,7 +441,7 @@ class Agent:
                 when a model request fails for good, instead of returning a response with
                 ``stop_reason = error``.
         """
-        conv = self.start(
+        conv = await self._begin(
             message,
             history,
             user_id=user_id,
@@ -442,6 +453,80 @@ class Agent:
         if raise_on_error and conv.stop_reason is StopReason.ERROR and conv.error is not None:
             raise ModelRequestError(conv, conv.error)
         return self.response(conv)
+
+    async def _begin(
+        self,
+        message: UserInput,
+        history: Iterable[Mapping[str, Any]] | None,
+        *,
+        user_id: str | None,
+        chat_id: str | None,
+        conversation: Conversation | None,
+        budget_control: Budget | Mapping[str, Any] | None,
+    ) -> Conversation:
+        """``start``, reading the chat from the store first and saving the new run there."""
+        store = self.store
+        if store is None:
+            return self.start(
+                message,
+                history,
+                user_id=user_id,
+                chat_id=chat_id,
+                conversation=conversation,
+                budget_control=budget_control,
+            )
+        chat_id = chat_id or (conversation.chat_id if conversation is not None else None)
+        stored = await store.load(chat_id) if chat_id is not None else None
+        if stored is not None:
+            if history is not None:
+                raise InvalidInputError(
+                    f"chat {chat_id!r} is already in the store: it holds the history, do not "
+                    "pass history= (one source of truth)"
+                )
+            _check_owner(stored, user_id)
+            if not stored.finished:
+                raise RunInProgressError(
+                    stored.chat_id,
+                    f"chat {stored.chat_id!r} has a run in progress ({stored.phase.value}, "
+                    f"version {stored.version}); if its worker died, agent.resume(chat_id) "
+                    "finishes it",
+                )
+        if conversation is not None and stored is not None and stored != conversation:
+            from agentfsm.store import ConcurrentUpdateError
+
+            raise ConcurrentUpdateError(chat_id or "", conversation.version, stored.version)
+        conv = self.start(
+            message,
+            history if stored is None else None,
+            user_id=user_id,
+            chat_id=chat_id,
+            conversation=stored if stored is not None else conversation,
+            budget_control=budget_control,
+        )
+        await store.save(conv, stored.version if stored is not None else None)
+        return conv
+
+    async def resume(
+        self, chat_id: str, *, user_id: str | None = None, debug_print: bool = False
+    ) -> Conversation:
+        """Finish the run a crashed (or stopped) worker left mid-way, from its last checkpoint.
+
+        Takes over at once, with no lease to wait out: a worker still running the chat loses
+        its next save with ``ConcurrentUpdateError``. A run left in ``awaiting_model`` repeats
+        the request; one left in ``executing_tools`` runs that batch of tool calls again
+        (at-least-once for the tools that were running when the worker died). A finished
+        conversation is returned as it is.
+
+        Raises:
+            ChatAccessError: no store, no such chat, or it belongs to another ``user_id``.
+        """
+        if self.store is None:
+            raise ChatAccessError(chat_id, "resume() needs an agent built with store=...")
+        stored = await self.store.load(chat_id)
+        if stored is None:
+            raise ChatAccessError(chat_id, f"chat {chat_id!r} is not in the store")
+        _check_owner(stored, user_id)
+        return await self._run(stored, debug_print, None)
 
     async def _run_started(
         self, conv: Conversation, debug_print: bool, sink: EventSink | None
@@ -772,6 +857,13 @@ class _Step:
 # ---------------------------------------------------------------------- construction helpers
 
 
+def _check_owner(conversation: Conversation, user_id: str | None) -> None:
+    if user_id is not None and conversation.user_id is not None and user_id != conversation.user_id:
+        raise ChatAccessError(
+            conversation.chat_id, f"chat {conversation.chat_id!r} belongs to another user"
+        )
+
+
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigurationError(message)
@@ -883,13 +975,15 @@ def _user_message(message: UserInput) -> UserMessage:
                 parts.append(TextPart(part))
             elif isinstance(part, (TextPart, RawPart)):
                 parts.append(part)
+            elif isinstance(part, (Image, Audio, File)):
+                parts.append(part.to_part())
             elif isinstance(part, Mapping):
                 content = _content_from_openai([part], f"$.message[{i}]")
                 parts.extend(content)  # type: ignore[arg-type]
             else:
                 raise InvalidInputError(
-                    f"message part {i} must be a string or a content-part dict, "
-                    f"got {type(part).__name__}"
+                    f"message part {i} must be a string, an Image, Audio or File, or a "
+                    f"content-part dict, got {type(part).__name__}"
                 )
         if not parts:
             raise InvalidInputError("the message has no parts")

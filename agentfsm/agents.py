@@ -18,7 +18,12 @@ from agentfsm.hooks import (
 )
 from agentfsm.state import Conversation
 
-__all__ = ["AsyncOpenAISimpleAgent", "AsyncOpenAIStreamingAgent", "StreamEvent"]
+__all__ = [
+    "AsyncOpenAIMultimodalAgent",
+    "AsyncOpenAISimpleAgent",
+    "AsyncOpenAIStreamingAgent",
+    "StreamEvent",
+]
 
 StreamEvent = TokenEvent | ToolCallEvent | ToolResultEvent | TransitionEvent | FinalResponseEvent
 """What ``stream_message`` yields."""
@@ -92,7 +97,7 @@ class AsyncOpenAIStreamingAgent(Agent):
         Breaking out of the loop (or ``aclose()``) stops the run cleanly: it ends in
         ``stopped`` / ``user_stop`` and no task or connection is left behind.
         """
-        conv = self.start(
+        conv = await self._begin(
             message,
             history,
             user_id=user_id,
@@ -140,3 +145,37 @@ class AsyncOpenAIStreamingAgent(Agent):
                 while not queue.empty():  # unblock a producer waiting for room
                     queue.get_nowait()
                 await asyncio.gather(task, return_exceptions=True)
+
+
+class AsyncOpenAIMultimodalAgent(AsyncOpenAIStreamingAgent):
+    """An agent for messages with images, audio and files next to text.
+
+    ``send_message`` / ``stream_message`` take a list of parts: text (``str``),
+    ``Image.from_url(...)`` / ``Image.from_path(...)`` / ``Image.from_bytes(data, mime)``,
+    ``Audio.from_path(...)`` (wav, mp3), ``File.from_path(...)`` where the endpoint supports
+    files, or OpenAI content-part dicts. Local data is sent as base64 data URLs; files are
+    read and checked (existence, type sniffed from the bytes, size) when the part is built,
+    before any request.
+
+    Example:
+        ```python
+        agent = AsyncOpenAIMultimodalAgent(model="gpt-4o-mini")
+        response = await agent.send_message(
+            ["What is in this picture?", Image.from_path("cat.png", detail="low")]
+        )
+        ```
+
+    Args:
+        stream: stream the model's answers (``stream_message`` yields tokens then).
+
+    Every other keyword is documented on :class:`~agentfsm.agent.Agent` and
+    :class:`AsyncOpenAIStreamingAgent`.
+    """
+
+    def __init__(self, *, stream: bool = False, **kwargs: Any) -> None:
+        from agentfsm.errors import ConfigurationError
+
+        if not isinstance(stream, bool):
+            raise ConfigurationError("stream must be True or False")
+        super().__init__(**kwargs)
+        self._streaming = stream

@@ -8,7 +8,9 @@ Normal endings of a run (a user stop, a budget, max turns, a failed request) are
     │   ├── UnknownHookError                  a hook name that does not exist ("did you mean")
     │   └── ToolDefinitionError               a tool schema that does not fit its function
     ├── InvalidInputError (ValueError)       a bad argument to start / send_message
-    │   └── InvalidHistoryError               a malformed history, with the path of the fault
+    │   ├── InvalidHistoryError               a malformed history, with the path of the fault
+    │   └── ChatAccessError                   a stored chat asked for by another user, or
+    │                                         missing
     ├── ToolArgumentError                     the model sent arguments a tool cannot take
     │                                         (never raised to the caller: the model reads it)
     ├── RunError                              a run cannot go on as asked
@@ -26,6 +28,7 @@ from typing import Any
 
 __all__ = [
     "AgentFSMError",
+    "ChatAccessError",
     "ConfigurationError",
     "ConversationFinishedError",
     "HookError",
@@ -93,6 +96,18 @@ class InvalidHistoryError(InvalidInputError):
         super().__init__(f"Invalid history at {path}: {reason}")
         self.path = path
         self.reason = reason
+
+
+class ChatAccessError(InvalidInputError):
+    """A stored chat that cannot be used as asked: it belongs to another user, or is missing.
+
+    Attributes:
+        chat_id: the chat asked for.
+    """
+
+    def __init__(self, chat_id: str, message: str) -> None:
+        super().__init__(message)
+        self.chat_id = chat_id
 
 
 class ToolArgumentError(AgentFSMError):
