@@ -379,10 +379,21 @@ class Agent:
     async def step(self, conversation: Conversation, *, debug_print: bool = False) -> Conversation:
         """``conversation`` advanced by exactly one transition (one guard or one action).
 
+        With a store, the new state is saved before it is returned.
+
         Raises:
             ConversationFinishedError: the conversation is ``done`` or ``stopped``.
+            ConcurrentUpdateError: another worker saved this chat meanwhile (with a store).
         """
-        return await machine.step(_Step(self, conversation, debug_print), conversation)
+        return await self._step(conversation, debug_print, None)
+
+    async def _step(
+        self, conversation: Conversation, debug_print: bool, sink: EventSink | None
+    ) -> Conversation:
+        stepped = await machine.step(_Step(self, conversation, debug_print, sink), conversation)
+        if self.store is not None:  # a checkpoint after every transition
+            await self.store.save(stepped, conversation.version)
+        return stepped
 
     def iter(
         self, conversation: Conversation, *, debug_print: bool = False
@@ -395,10 +406,7 @@ class Agent:
     ) -> AsyncIterator[Conversation]:
         """The one loop over ``step()``: iter, run, send_message and stream_message use it."""
         while not conversation.finished:
-            stepped = await machine.step(_Step(self, conversation, debug_print, sink), conversation)
-            if self.store is not None:  # a checkpoint after every transition
-                await self.store.save(stepped, conversation.version)
-            conversation = stepped
+            conversation = await self._step(conversation, debug_print, sink)
             yield conversation
 
     async def run(self, conversation: Conversation, *, debug_print: bool = False) -> Conversation:

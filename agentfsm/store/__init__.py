@@ -1,0 +1,21 @@
+"""Where conversations live between requests: the ``Store`` protocol and its stores."""
+
+from agentfsm.store._base import ChatPage, ChatSummary, ConcurrentUpdateError, Store, StoreError
+from agentfsm.store._memory import MemoryStore
+from agentfsm.store._postgres import PostgresStore
+from agentfsm.store._redis import RedisStore
+from agentfsm.store._sqlite import SQLiteStore
+from agentfsm.store._stop import RedisStopSignal
+
+__all__ = [
+    "ChatPage",
+    "ChatSummary",
+    "ConcurrentUpdateError",
+    "MemoryStore",
+    "PostgresStore",
+    "RedisStopSignal",
+    "RedisStore",
+    "SQLiteStore",
+    "Store",
+    "StoreError",
+]
