@@ -60,6 +60,7 @@ from agentfsm.response import AgentResponse
 from agentfsm.retry import RetryPolicy, RetryStrategy
 from agentfsm.serde import dumps, loads
 from agentfsm.state import (
+    ContextWindow,
     Conversation,
     ErrorInfo,
     Phase,
@@ -87,6 +88,7 @@ __all__ = [
     "ChatAccessError",
     "ConfigurationError",
     "ContextOverflowEvent",
+    "ContextWindow",
     "Conversation",
     "ConversationFinishedError",
     "ErrorInfo",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import time
 import uuid
@@ -16,7 +17,8 @@ import structlog
 
 from agentfsm import machine
 from agentfsm.budget import Budget, PricingLike, pricing_function
-from agentfsm.context import ContextSettings
+from agentfsm.context import ContextSettings, trimming
+from agentfsm.context.counting import TokenCounter, make_counter
 from agentfsm.errors import (
     ChatAccessError,
     ConfigurationError,
@@ -29,12 +31,14 @@ from agentfsm.hooks import (
     AfterRequestEvent,
     BeforeRequestEvent,
     BudgetExceededEvent,
+    ContextOverflowEvent,
     Event,
     FallbackEvent,
     FinalResponseEvent,
     Hook,
     ManualStopEvent,
     MaxTurnsReachedEvent,
+    MessageDroppedEvent,
     RetryEvent,
     TokenEvent,
     ToolCallEvent,
@@ -45,6 +49,7 @@ from agentfsm.hooks import (
 )
 from agentfsm.media import Audio, File, Image
 from agentfsm.messages import (
+    AssistantMessage,
     ContentPart,
     Message,
     RawPart,
@@ -68,6 +73,7 @@ from agentfsm.providers.openai import (
 from agentfsm.response import AgentResponse
 from agentfsm.retry import RetryStrategy, classify
 from agentfsm.state import (
+    ContextWindow,
     Conversation,
     ErrorInfo,
     Phase,
@@ -129,6 +135,9 @@ class Agent:
         max_messages_in_context, dropping_strategy, prompt_when_context_overflow,
         prompt_when_message_is_dropped, keep_function_calls_in_context: how the context is
             fitted into the model's window (see :class:`~agentfsm.context.ContextSettings`).
+        default_encoding: the tiktoken encoding for models it does not know (``accurate``).
+        summary_model: the (cheaper) model that writes ``summary_dropping`` summaries;
+            defaults to ``model``.
         retry_strategy: how failed requests are retried (a dict or a ``RetryStrategy``;
             see :class:`~agentfsm.retry.RetryStrategy`). The SDK's own retries are turned off.
         request_timeout: seconds one request attempt may take (``None``: the client's).
@@ -179,6 +188,8 @@ class Agent:
         prompt_when_context_overflow: str | None = None,
         prompt_when_message_is_dropped: str | None = None,
         keep_function_calls_in_context: bool = True,
+        default_encoding: str = "o200k_base",
+        summary_model: str | None = None,
         retry_strategy: RetryStrategy | Mapping[str, Any] | None = None,
         request_timeout: float | None = None,
         fallback_models: Sequence[Mapping[str, Any]] | None = None,
@@ -227,6 +238,8 @@ class Agent:
             prompt_when_context_overflow=prompt_when_context_overflow,
             keep_function_calls_in_context=keep_function_calls_in_context,
         )
+        self.counter: TokenCounter = make_counter(self.context.method, model, default_encoding)
+        self._trims = self.context.trims
         self.tools: tuple[Tool, ...] = tools_from_registry(tool_registry)
         self._tool_schemas = [t.to_openai() for t in self.tools]
         self._executor = ToolExecutor(self.tools, concurrently=execute_function_concurrently)
@@ -270,6 +283,16 @@ class Agent:
             *_fallback_slots(fallback_models, primary_client, params, price),
         )
         self._model = self._slots[0].model
+        _require(
+            summary_model is None or (isinstance(summary_model, str) and summary_model != ""),
+            "summary_model must be a non-empty string or None",
+        )
+        self._summarizer = OpenAIChatModel(
+            primary_client,
+            summary_model or model,
+            {k: v for k, v in params.items() if k in ("timeout", "temperature")},
+        )
+        self.max_completion_tokens = max_completion_tokens
 
     def __repr__(self) -> str:
         return (
@@ -473,6 +496,10 @@ class Agent:
         budget_control: Budget | Mapping[str, Any] | None,
     ) -> Conversation:
         """``start``, reading the chat from the store first and saving the new run there."""
+        clear = getattr(self._stop_signal.func, "clear", None) if self._stop_signal else None
+        target = chat_id or (conversation.chat_id if conversation is not None else None)
+        if target and clear is not None and inspect.iscoroutinefunction(clear):
+            await clear(target)  # e.g. RedisStopSignal: a stale stop must not end this run
         store = self.store
         if store is None:
             return self.start(
@@ -555,11 +582,49 @@ class Agent:
     # ------------------------------------------------------------------ requests
 
     def request_messages(self, conversation: Conversation) -> list[dict[str, Any]]:
-        """The messages the next request of ``conversation`` sends, system prompt first."""
-        messages = messages_to_openai(conversation.messages)
-        if self.system_prompt:
-            messages.insert(0, {"role": "system", "content": self.system_prompt})
-        return messages
+        """The messages the next request of ``conversation`` sends, system prompt first.
+
+        What ``trimming_context`` decided (``conversation.context``), or every message.
+        """
+        window = conversation.context
+        if window is not None and window.size != len(conversation.messages):
+            window = self.fit(conversation)  # decided before messages were added: redo
+        if window is None:
+            messages = messages_to_openai(conversation.messages)
+            if self.system_prompt:
+                messages.insert(0, {"role": "system", "content": self.system_prompt})
+            return messages
+        return trimming.render(
+            conversation.messages,
+            trimming.Fit(selected=window.selected, truncated=window.truncated, notes=window.notes),
+            system_prompt=self.system_prompt,
+            summary=conversation.summary,
+            counter=self.counter,
+        )
+
+    def fit(self, conversation: Conversation, summary: str | None = None) -> ContextWindow | None:
+        """What of ``conversation`` fits the context settings (``None``: all of it, as is)."""
+        if not self._trims:
+            return None
+        fitted = trimming.fit(
+            conversation.messages,
+            newest_user=conversation.run_start,
+            system_prompt=self.system_prompt,
+            summary=conversation.summary if summary is None else summary,
+            tools=self._tool_schemas,
+            settings=self.context,
+            counter=self.counter,
+            max_completion_tokens=self.max_completion_tokens,
+        )
+        return ContextWindow(
+            selected=fitted.selected,
+            truncated=fitted.truncated,
+            notes=fitted.notes,
+            tokens=fitted.tokens,
+            fits=fitted.fits,
+            dropped=len(fitted.dropped),
+            size=len(conversation.messages),
+        )
 
 
 class _Step:
@@ -647,8 +712,116 @@ class _Step:
     async def stop_requested(self) -> bool:
         return await self.watch.requested()
 
-    async def fit_context(self, conversation: Conversation) -> Conversation:
-        return conversation
+    async def fit_context(self, conversation: Conversation) -> Conversation | _Stopped:
+        """The ``trimming_context`` action: decide what the next request sends."""
+        agent = self.agent
+        if not agent._trims:
+            return conversation
+        window = agent.fit(conversation)
+        assert window is not None
+        dropped = _left_out(window)
+        previous = conversation.context
+        newly = [
+            i
+            for i in dropped
+            if previous is None or i >= previous.size or i in set(previous.selected)
+        ]
+        summary, error = conversation.summary, None
+        if agent.context.dropping_strategy == "summary_dropping":
+            unsummarized = [i for i in dropped if i >= conversation.summary_upto]
+            if unsummarized:
+                result = await self.watch.run(self._summarize(conversation, unsummarized))
+                if isinstance(result, _Stopped):
+                    return result
+                if isinstance(result, ErrorInfo):
+                    error = result  # simple dropping this turn; nothing is lost
+                else:
+                    summary, record = result
+                    conversation = attrs.evolve(
+                        conversation,
+                        summary=summary,
+                        summary_upto=max(unsummarized) + 1,
+                        requests=(*conversation.requests, record),
+                        usage=conversation.usage + record.usage,
+                        run_usage=conversation.run_usage + record.usage,
+                        cost=conversation.cost + record.cost,
+                        run_cost=conversation.run_cost + record.cost,
+                    )
+                    window = agent.fit(conversation)  # the summary costs tokens too
+                    assert window is not None
+        if newly and self.wants("on_message_dropped"):
+            await self.emit(
+                "on_message_dropped",
+                MessageDroppedEvent(
+                    **self.base(),
+                    messages=tuple(conversation.messages[i] for i in newly),
+                    tokens=sum(
+                        agent.counter.count_message(conversation.messages[i]) for i in newly
+                    ),
+                    strategy=agent.context.dropping_strategy,
+                    summary=summary if error is None else None,
+                    error=error,
+                ),
+            )
+        overflow = ErrorInfo(type="ContextOverflow", message="") if not window.fits else None
+        if window.truncated or overflow is not None:
+            limit = agent.context.max_context_length or 0
+            if overflow is not None:
+                overflow = ErrorInfo(
+                    type="ContextOverflow",
+                    message=(
+                        f"the request needs {window.tokens} tokens even after dropping and "
+                        f"truncating, more than max_context_length={limit}: the system prompt, "
+                        "tool schemas and newest message alone do not fit"
+                    ),
+                )
+            if self.wants("on_context_overflow"):
+                await self.emit(
+                    "on_context_overflow",
+                    ContextOverflowEvent(
+                        **self.base(),
+                        tokens_needed=window.tokens,
+                        limit=limit,
+                        truncated=tuple(
+                            f"messages[{i}] cut to {kept} tokens"
+                            for i, kept in sorted(window.truncated.items())
+                        ),
+                    ),
+                )
+        return attrs.evolve(conversation, context=window, error=overflow or conversation.error)
+
+    async def _summarize(
+        self, conversation: Conversation, indices: Sequence[int]
+    ) -> tuple[str, RequestRecord] | ErrorInfo:
+        """The running summary with the messages at ``indices`` folded in (a model call)."""
+        agent = self.agent
+        transcript = "\n".join(_transcript_line(conversation.messages[i]) for i in indices)
+        previous = conversation.summary or "(none yet)"
+        request = [
+            {"role": "system", "content": SUMMARY_INSTRUCTIONS},
+            {
+                "role": "user",
+                "content": f"Summary so far:\n{previous}\n\nMessages to fold in:\n{transcript}",
+            },
+        ]
+        began = agent._clock()
+        try:
+            reply = await agent._summarizer.complete(request, ())
+        except REQUEST_ERRORS as error:
+            info = error_info(error, agent._summarizer.model)
+            log.warning(
+                "summary_failed", chat_id=self.chat_id, error_type=info.type, status=info.status
+            )
+            return info
+        price = agent._slots[0].price
+        record = RequestRecord(
+            model=reply.model,
+            usage=reply.usage,
+            cost=price(reply.model, reply.usage) if price is not None else Decimal(0),
+            duration=agent._clock() - began,
+            at=agent._clock(),
+        )
+        return (reply.message.content or "").strip() or previous, record
 
     async def request(self, conversation: Conversation) -> machine.Answer | ErrorInfo | _Stopped:
         agent = self.agent
@@ -863,6 +1036,43 @@ class _Step:
 
 
 # ---------------------------------------------------------------------- construction helpers
+
+
+SUMMARY_INSTRUCTIONS = (
+    "You keep the running summary of a conversation whose oldest messages no longer fit in "
+    "the model's context. Rewrite the summary so far with the new messages folded in. Keep "
+    "every fact, name, number, decision, open question and tool result the conversation may "
+    "need later; drop pleasantries. Answer with the summary only."
+)
+_TRANSCRIPT_CHARS = 4000  # per message: a summary request must not overflow in turn
+
+
+def _transcript_line(message: Message) -> str:
+    if isinstance(message, ToolMessage):
+        who, text = f"tool {message.tool_name or ''} result".replace("  ", " "), message.content
+    elif isinstance(message, AssistantMessage):
+        calls = ", ".join(f"{c.name}({c.arguments})" for c in message.tool_calls)
+        who, text = "assistant", (message.content or "") + (f" [calls {calls}]" if calls else "")
+    else:
+        content = message.content
+        who = message.role
+        text = (
+            content
+            if isinstance(content, str)
+            else " ".join(
+                p.text if isinstance(p, TextPart) else f"[{p.data.get('type', 'part')}]"
+                for p in content
+            )
+        )
+    if len(text) > _TRANSCRIPT_CHARS:
+        text = text[: _TRANSCRIPT_CHARS // 2] + " […] " + text[-_TRANSCRIPT_CHARS // 2 :]
+    return f"{who}: {text}"
+
+
+def _left_out(window: ContextWindow) -> list[int]:
+    """Indices of the messages a window does not send."""
+    chosen = set(window.selected)
+    return [i for i in range(window.size) if i not in chosen]
 
 
 def _check_owner(conversation: Conversation, user_id: str | None) -> None:

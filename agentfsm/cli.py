@@ -66,6 +66,7 @@ async def _demo() -> None:
             base_url=server.base_url,
             system_prompt="You are a helpful assistant.",
             tool_registry=[get_weather],
+            context_handling_method="simple",  # offline: no tokenizer download
         )
         print(f"agentfsm demo: {agent!r}\n  scripted server at {server.base_url}\n")
         response = await agent.send_message(

@@ -187,12 +187,25 @@ class ContextOverflowEvent(Event):
 
 @attrs.frozen(kw_only=True)
 class MessageDroppedEvent(Event):
-    """``on_message_dropped``: messages were left out of what is sent to the model."""
+    """``on_message_dropped``: messages were left out of what is sent to the model.
+
+    They stay in the conversation and in ``response.history``; only the request leaves them
+    out.
+
+    Attributes:
+        messages: the messages newly left out.
+        tokens: what they would have cost.
+        strategy: ``"simple"`` or ``"summary_dropping"``.
+        summary: the running summary they were folded into (``summary_dropping``).
+        error: the failure of the summary request, when it failed (then this turn fell back
+            to simple dropping; the messages are summarized on a later turn).
+    """
 
     messages: tuple[Message, ...]
     tokens: int
     strategy: str
     summary: str | None = None
+    error: ErrorInfo | None = None
 
 
 @attrs.frozen(kw_only=True)

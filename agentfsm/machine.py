@@ -165,6 +165,12 @@ GUARDS: Sequence[Guard] = (  # priority order: the first that holds wins
         lambda c, lim, stop: c.turn >= lim.max_turns,
     ),
     Guard(
+        "context_overflow",
+        StopReason.CONTEXT_OVERFLOW,
+        frozenset({Phase.AWAITING_MODEL}),
+        lambda c, lim, stop: c.context is not None and not c.context.fits,
+    ),
+    Guard(
         "max_function_calls",
         StopReason.MAX_FUNCTION_CALLS,
         frozenset({Phase.EXECUTING_TOOLS}),
@@ -188,7 +194,7 @@ class Runtime(Protocol):
 
     async def stop_requested(self) -> bool: ...
 
-    async def fit_context(self, conversation: Conversation) -> Conversation: ...
+    async def fit_context(self, conversation: Conversation) -> Conversation | _Stopped: ...
 
     async def request(self, conversation: Conversation) -> Answer | ErrorInfo | _Stopped: ...
 
@@ -213,7 +219,10 @@ Action = Callable[[Runtime, Conversation], Awaitable[tuple[Conversation, Outcome
 
 
 async def _fit_context(rt: Runtime, conv: Conversation) -> tuple[Conversation, Outcome]:
-    return await rt.fit_context(conv), ContextReady()
+    fitted = await rt.fit_context(conv)  # may summarize: a model call a stop can cut
+    if isinstance(fitted, _Stopped):
+        return conv, Interrupted()
+    return fitted, ContextReady()
 
 
 async def _request_model(rt: Runtime, conv: Conversation) -> tuple[Conversation, Outcome]:

@@ -14,6 +14,7 @@ from agentfsm.messages import AssistantMessage, Message, ToolCall, ToolMessage, 
 
 __all__ = [
     "SCHEMA_VERSION",
+    "ContextWindow",
     "Conversation",
     "ErrorInfo",
     "Phase",
@@ -126,6 +127,29 @@ class RequestRecord:
     at: float = 0.0
 
 
+@attrs.frozen(kw_only=True)
+class ContextWindow:
+    """What the ``trimming_context`` phase decided to send with the next request.
+
+    Attributes:
+        selected: indices into ``Conversation.messages`` of the messages sent, in order.
+        truncated: index -> tokens of content kept, for messages sent cut short.
+        notes: system notes sent after the summary (dropped / overflow prompts).
+        tokens: tokens the request costs as counted (an upper bound when something is cut).
+        fits: False when even after dropping and cutting the request is over the limit.
+        dropped: how many messages are left out of the request.
+        size: how many messages the conversation had when this was decided.
+    """
+
+    selected: tuple[int, ...]
+    truncated: Mapping[int, int] = attrs.field(factory=dict)
+    notes: tuple[str, ...] = ()
+    tokens: int = 0
+    fits: bool = True
+    dropped: int = 0
+    size: int = 0
+
+
 @attrs.frozen
 class TransitionRecord:
     """One phase change.
@@ -159,6 +183,9 @@ class Conversation:
         phase: where it is in the machine.
         messages: every message, in full (the agent's system prompt is not stored).
         summary: the running summary of messages dropped from the context, if any.
+        summary_upto: messages before this index are covered by ``summary``.
+        context: what the next request sends, as the last ``trimming_context`` decided
+            (``None``: every message, as is).
         run_start: index in ``messages`` of the user message that started the current run.
         turn: model calls in the current run.
         function_calls: tool calls executed in the current run.
@@ -184,6 +211,8 @@ class Conversation:
     phase: Phase = Phase.TRIMMING_CONTEXT
     messages: tuple[Message, ...] = ()
     summary: str | None = None
+    summary_upto: int = 0
+    context: ContextWindow | None = None
     run_start: int = 0
     turn: int = 0
     function_calls: int = 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import doctest
 import gc
 import math
 from typing import Any
@@ -10,6 +11,7 @@ import openai
 import pytest
 import tiktoken
 
+import agentfsm.context.counting
 from agentfsm.context import ContextSettings
 from agentfsm.context.counting import (
     NON_TEXT_PART_TOKENS,
@@ -436,3 +438,8 @@ async def test_server_usage_equals_our_count_of_the_request(counter: TokenCounte
     assert completion.usage is not None
     assert server.requests[0].messages == wire
     assert completion.usage.prompt_tokens == decision.tokens
+
+
+def test_docstring_examples_run() -> None:
+    """The examples in counting's docstrings are right."""
+    assert doctest.testmod(agentfsm.context.counting).failed == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import doctest
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import agentfsm.context.trimming
 from agentfsm.context import ContextSettings
 from agentfsm.context.counting import AccurateCounter, SimpleCounter, TokenCounter
 from agentfsm.context.trimming import (
@@ -247,7 +249,7 @@ def test_long_messages_are_cut_to_max_token_per_message() -> None:
 def test_a_message_whose_overhead_exceeds_the_limit_keeps_no_content() -> None:
     """Tool calls cannot be cut: their message keeps the calls and loses its text."""
     call = ToolCall("c1", "search", '{"query": "' + words(50) + '"}')
-    messages = [
+    messages: list[Message] = [
         UserMessage("Q"),
         AssistantMessage(content=words(40), tool_calls=(call,)),
         ToolMessage("c1", "ok"),
@@ -400,7 +402,7 @@ def test_broken_groups_and_orphan_results_are_never_sent() -> None:
 
 def test_newest_user_must_point_at_a_user_message() -> None:
     """A wrong index is a ValueError, not a silent mistake."""
-    messages = [UserMessage("Q"), AssistantMessage("A")]
+    messages: list[Message] = [UserMessage("Q"), AssistantMessage("A")]
     with pytest.raises(ValueError, match="not the newest UserMessage"):
         fit(
             messages,
@@ -450,6 +452,11 @@ def test_truncate_text_with_no_room_for_the_marker(counter: TokenCounter) -> Non
     short = truncate_text(text, 3, counter)
     assert text.startswith(short)
     assert 0 < counter.count_text(short) <= 3
+
+
+def test_docstring_examples_run() -> None:
+    """The examples in trimming's docstrings are right."""
+    assert doctest.testmod(agentfsm.context.trimming).failed == 0
 
 
 # --------------------------------------------------------------------------- speed

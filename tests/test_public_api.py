@@ -23,6 +23,7 @@ PUBLIC = {
     "ChatAccessError",
     "ConfigurationError",
     "ContextOverflowEvent",
+    "ContextWindow",
     "Conversation",
     "ConversationFinishedError",
     "ErrorInfo",

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
@@ -46,7 +47,7 @@ from agentfsm.store import (
     Store,
     StoreError,
 )
-from agentfsm.testing import ScriptedOpenAIServer
+from agentfsm.testing import ScriptedOpenAIServer, fault, text
 from tests.conftest import AgentFactory
 from tests.store_servers import postgres_server, redis_server
 
@@ -524,18 +525,32 @@ async def test_redis_stop_signal_is_shared_between_instances(redis_url: str) -> 
 async def test_redis_stop_signal_stops_an_agent_run(
     redis_url: str, server: ScriptedOpenAIServer, make_agent: AgentFactory
 ) -> None:
-    """Passed as manual_stop_signal_function, a stop pressed elsewhere ends the run."""
+    """Passed as manual_stop_signal_function, a stop pressed elsewhere ends the run; a stale
+    stop left from before is cleared when the next run starts."""
     prefix = f"test-{uuid.uuid4().hex}:"
     try:
         async with (
             RedisStopSignal(redis_url, prefix=prefix) as button,
             RedisStopSignal(redis_url, prefix=prefix) as signal,
         ):
-            agent = make_agent(manual_stop_signal_function=signal)
-            await button.request_stop("c1")
+            server.add(fault.hang(), text("fresh run"))
+
+            async def press(event: Any) -> None:
+                await button.request_stop(event.chat_id)
+
+            agent = make_agent(
+                manual_stop_signal_function=signal,
+                check_for_stop_signal_time=0.05,
+                hooks={"on_before_request": press},
+            )
             response = await agent.send_message("hi", chat_id="c1")
             assert response.stop_reason is StopReason.USER_STOP
-            assert server.requests == []
+            assert len(server.requests) == 1
+            assert await signal(chat_id="c1")  # still set: nobody cleared it yet
+
+            quiet = make_agent(manual_stop_signal_function=signal)
+            again = await quiet.send_message("again", conversation=response.conversation)
+            assert again.output == "fresh run"
     finally:
         await _drop_redis_keys(redis_url, prefix)
 

@@ -71,7 +71,11 @@ async def test_stream_message_yields_every_event_in_order(
     assert (tool_call.id, tool_call.name) == ("call_p", "get_weather")
     assert tool_call.arguments == '{"city": "Paris", "unit": "f"}'
     (result,) = [e for e in events if isinstance(e, ToolResultEvent)]
-    assert (result.call_id, result.content, result.is_error) == ("call_p", "Sunny in Paris (f)", False)
+    assert (result.call_id, result.content, result.is_error) == (
+        "call_p",
+        "Sunny in Paris (f)",
+        False,
+    )
     phases = [e.to_phase for e in events if isinstance(e, TransitionEvent)]
     assert phases == [
         Phase.AWAITING_MODEL,

@@ -52,6 +52,16 @@ class ContextSettings:
     prompt_when_context_overflow: str | None = None
     keep_function_calls_in_context: bool = True
 
+    @property
+    def trims(self) -> bool:
+        """True when a setting can change what is sent (otherwise every message goes as is)."""
+        return (
+            self.max_context_length is not None
+            or self.max_token_per_message is not None
+            or self.max_messages_in_context is not None
+            or not self.keep_function_calls_in_context
+        )
+
     @classmethod
     def from_keywords(
         cls,

@@ -1,25 +1,4 @@
-"""Token counting: what a chat-completions request costs, accurately (tiktoken) or estimated.
-
-The accounting follows OpenAI's published recipe (the openai-cookbook notebook "How to count
-tokens with tiktoken"), verified there against the API's ``usage.prompt_tokens``:
-
-- every message costs 3 tokens, plus the tokens of each of its string values (``role``,
-  ``content``, ``refusal``…), plus 1 more when it has a ``name``;
-- every request adds 3 tokens priming the reply (``<|start|>assistant<|message|>``);
-- tool schemas cost, per function, ``func_init`` (7 for o200k models, 10 for cl100k) plus the
-  tokens of ``"name:description"``; when it has properties, 3 more, and per property 3 plus
-  the tokens of ``"key:type:description"`` (trailing periods stripped), and for an ``enum``
-  ``-3`` plus, per item, 3 and its tokens; 12 once at the end of the list.
-
-Two widely used extensions fill the recipe's gaps (from hmarr/openai-chat-tokens, also used
-by llama_index): each tool call of an assistant message costs 3 plus the tokens of its name
-and of its arguments; a ``tool`` result costs like any message (its ``tool_call_id`` is not
-text the model reads, so it is not counted). Beyond the recipe, a property schema's other
-keys (``items``, nested ``properties``, ``anyOf``…) count as the tokens of their compact
-JSON, and a tool that is not a function counts as its compact JSON, so nested schemas are
-not under-counted. Non-text content parts (images, audio, files) count a fixed estimate,
-see `_part_tokens`.
-"""
+"""Token counting: what a chat-completions request costs, by tiktoken or by estimate."""
 
 from __future__ import annotations
 
@@ -49,10 +28,9 @@ TOKENS_PER_NAME = 1
 REPLY_OVERHEAD = 3
 TOKENS_PER_TOOL_CALL = 3
 NON_TEXT_PART_TOKENS = 85
-"""What an image, audio or file content part is counted as: a flat estimate.
-
-85 tokens is what OpenAI bills for an image sent with ``detail: "low"``; larger images cost
-more (the tile formula), which a later version counts in `_part_tokens`.
+"""What an audio or file part is counted as (and every image, by `SimpleCounter`): a flat
+estimate. 85 tokens is what OpenAI bills for an image sent with ``detail: "low"``;
+`AccurateCounter` counts images with the tile formula instead.
 """
 CHARS_PER_TOKEN = 4
 """The ratio `SimpleCounter` assumes: about four characters of English text per token."""
@@ -69,8 +47,8 @@ _SCHEMA_KEYS_IN_LINE = frozenset({"type", "description", "enum"})
 
 # count_text caches short strings (system prompts, tool descriptions, notes) that come back
 # on every request; message contents are cached per message object instead.
-_TEXT_CACHE_MAX_CHARS = 16_384
-_TEXT_CACHE_MAX_ENTRIES = 2_048
+_TEXT_CACHE_MAX_CHARS = 16_384  # longer strings are not kept
+_TEXT_CACHE_BUDGET = 1_000_000  # characters held in all before the cache starts afresh
 
 
 class TokenCounter(Protocol):
@@ -78,6 +56,26 @@ class TokenCounter(Protocol):
 
     ``count_message`` and ``count_content`` are cached per message object, so counting a
     growing conversation again on every step tokenizes each message once.
+
+    The accounting follows OpenAI's published recipe (the openai-cookbook notebook "How to
+    count tokens with tiktoken", checked there against the API's ``usage.prompt_tokens``):
+
+    - every message costs 3 tokens, plus the tokens of each of its string values
+      (``role``, ``content``, ``refusal``…), plus 1 more when it has a ``name``;
+    - every request adds 3 tokens priming the reply (``<|start|>assistant<|message|>``);
+    - tool schemas cost, per function, ``func_init`` (7 for o200k models, 10 for cl100k)
+      plus the tokens of ``"name:description"``; when it has properties, 3 more, and per
+      property 3 plus the tokens of ``"key:type:description"`` (trailing periods stripped),
+      and for an ``enum`` -3 plus, per item, 3 and its tokens; 12 once for the whole list.
+
+    Two widely used extensions fill the recipe's gaps (hmarr/openai-chat-tokens, also in
+    llama_index): each tool call of an assistant message costs 3 plus the tokens of its
+    name and of its arguments; a ``tool`` result costs like any message (its
+    ``tool_call_id`` is not text the model reads, so it is not counted). Beyond both, a
+    property schema's other keys (``items``, nested ``properties``, ``anyOf``…) count as the
+    tokens of their compact JSON and a tool that is not a function as its compact JSON, so
+    nested schemas are not under-counted; and non-text content parts (images, audio, files)
+    count `NON_TEXT_PART_TOKENS` each.
     """
 
     @property
@@ -112,12 +110,21 @@ class TokenCounter(Protocol):
 
 
 def _part_tokens(part: Mapping[str, Any]) -> int:
-    """Tokens of one non-text content part (an image, audio clip, file…).
-
-    A flat `NON_TEXT_PART_TOKENS` for now, whatever the part: the image tile formula
-    (which needs the image's size and ``detail``) goes here.
-    """
+    """Tokens of one non-text content part (an image, audio clip, file…): a flat estimate."""
     return NON_TEXT_PART_TOKENS
+
+
+def _image_part_tokens(part: Mapping[str, Any], model: str | None) -> int:
+    """An image part by OpenAI's tile formula (size read from a data URL's header; a remote
+    image of unknown size counts as 1024x1024); other parts by the flat estimate."""
+    if part.get("type") != "image_url":
+        return NON_TEXT_PART_TOKENS
+    from agentfsm.media import Image, MediaError
+
+    try:
+        return Image.from_openai(part).tokens(model)
+    except MediaError:
+        return NON_TEXT_PART_TOKENS
 
 
 def _strip_period(text: str) -> str:
@@ -128,16 +135,34 @@ def _compact_json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
+class _Entry(weakref.ref):  # type: ignore[type-arg]
+    """A cached count: a weak reference to the message, carrying its counts."""
+
+    __slots__ = ("content", "key", "total")
+
+    key: int
+    total: int
+    content: int
+
+
 class _Counter:
     """The accounting shared by every counter; subclasses say how a string is tokenized."""
 
     _func_init = _FUNC_INIT_DEFAULT
 
     def __init__(self) -> None:
-        # id(message) -> (weak reference to it, total tokens, content tokens). The weak
-        # reference's callback removes the entry when the message goes away, so the cache
-        # never outlives its messages and a reused id never finds a stale entry.
-        self._cache: dict[int, tuple[weakref.ref[Any], int, int]] = {}
+        # id(message) -> a weak reference to it carrying its counts. The reference's callback
+        # removes the entry when the message goes away, so the cache never outlives its
+        # messages; and an entry is used only while it still points at the very message
+        # asked about, so a reused id never finds a stale count.
+        cache: dict[int, _Entry] = {}
+
+        def forget(entry: _Entry) -> None:
+            if cache.get(entry.key) is entry:
+                cache.pop(entry.key, None)
+
+        self._cache = cache
+        self._forget = forget
 
     @property
     def name(self) -> str:
@@ -165,41 +190,30 @@ class _Counter:
 
         Cached per message object: a message counted before is not tokenized again.
         """
-        return self._counts(message)[0]
+        entry = self._cache.get(id(message))
+        if entry is not None and entry() is message:
+            return entry.total
+        return self._count_fresh(message).total
 
     def count_content(self, message: Message) -> int:
         """Tokens of ``message``'s string ``content`` (0 for none or content parts), cached."""
-        return self._counts(message)[1]
+        entry = self._cache.get(id(message))
+        if entry is not None and entry() is message:
+            return entry.content
+        return self._count_fresh(message).content
 
     def count_wire(self, message: Mapping[str, Any]) -> int:
         """Tokens an OpenAI chat-format message dict costs (not cached)."""
         return self._count_wire(message)[0]
 
-    def _counts(self, message: Message) -> tuple[int, int]:
-        key = id(message)
-        entry = self._cache.get(key)
-        if entry is not None and entry[0]() is message:
-            return entry[1], entry[2]
+    def _count_fresh(self, message: Message) -> _Entry:
         total, content = self._count_wire(message_to_openai(message))
         if isinstance(message, AssistantMessage) and message.content is None:
             content = 0
-        self._remember(message, total, content)
-        return total, content
-
-    def _remember(self, message: Message, total: int, content: int) -> None:
-        key = id(message)
-        cache = self._cache
-
-        def forget(ref: weakref.ref[Any]) -> None:
-            entry = cache.get(key)
-            if entry is not None and entry[0] is ref:
-                cache.pop(key, None)
-
-        try:
-            ref = weakref.ref(message, forget)
-        except TypeError:  # an object without weak reference support: count, do not cache
-            return
-        cache[key] = (ref, total, content)
+        entry = _Entry(message, self._forget)
+        entry.key, entry.total, entry.content = id(message), total, content
+        self._cache[entry.key] = entry
+        return entry
 
     def _count_wire(self, message: Mapping[str, Any]) -> tuple[int, int]:
         """(total tokens, tokens of a string ``content``) of one wire message."""
@@ -233,8 +247,12 @@ class _Counter:
                 if part.get("type") == "text" and isinstance(text, str):
                     total += self.count_text(text)
                 else:
-                    total += _part_tokens(part)
+                    total += self._part_tokens(part)
         return total
+
+    def _part_tokens(self, part: Mapping[str, Any]) -> int:
+        """Tokens of one image, audio or file part (a flat estimate; see subclasses)."""
+        return _part_tokens(part)
 
     def _tool_calls_tokens(self, calls: Any) -> int:
         if not isinstance(calls, Sequence):
@@ -309,15 +327,15 @@ class AccurateCounter(_Counter):
 
     def __init__(self, encoding: str = "o200k_base") -> None:
         super().__init__()
+        known = tiktoken.list_encoding_names()
+        if encoding not in known:
+            raise ConfigurationError(
+                f"Unknown tiktoken encoding {encoding!r}; use one of {', '.join(known)}, "
+                "or context_handling_method='simple'."
+            )
         try:
             self._encoding = tiktoken.get_encoding(encoding)
-        except ValueError as error:  # tiktoken's "Unknown encoding"
-            raise ConfigurationError(
-                f"Unknown tiktoken encoding {encoding!r} ({error}); use one of "
-                f"{', '.join(tiktoken.list_encoding_names())}, or "
-                "context_handling_method='simple'."
-            ) from error
-        except Exception as error:  # the download failed: network, proxy, disk
+        except Exception as error:  # the download failed: network, proxy, disk, bad file
             raise ConfigurationError(
                 f"Cannot load the tiktoken encoding {encoding!r} "
                 f"({type(error).__name__}: {error}). tiktoken downloads it on first use: "
@@ -330,11 +348,20 @@ class AccurateCounter(_Counter):
         self._func_init = _FUNC_INIT.get(encoding, _FUNC_INIT_DEFAULT)
         self._encode: Callable[[str], list[int]] = self._encoding.encode_ordinary
         self._texts: dict[str, int] = {}
+        self._texts_size = 0
 
     @classmethod
     def for_model(cls, model: str, default_encoding: str = "o200k_base") -> AccurateCounter:
         """A counter with the encoding ``model`` uses (see `encoding_for_model`)."""
-        return cls(encoding_for_model(model, default_encoding))
+        counter = cls(encoding_for_model(model, default_encoding))
+        counter._model = model
+        return counter
+
+    _model: str | None = None
+
+    def _part_tokens(self, part: Mapping[str, Any]) -> int:
+        """Images by OpenAI's tile formula; audio and files by the flat estimate."""
+        return _image_part_tokens(part, self._model)
 
     @property
     def name(self) -> str:
@@ -350,13 +377,14 @@ class AccurateCounter(_Counter):
         """Tokens of ``text``; special tokens such as ``<|endoftext|>`` count as plain text."""
         if len(text) > _TEXT_CACHE_MAX_CHARS:
             return len(self._encode(text))
-        texts = self._texts
-        tokens = texts.get(text)
+        tokens = self._texts.get(text)
         if tokens is None:
             tokens = len(self._encode(text))
-            if len(texts) >= _TEXT_CACHE_MAX_ENTRIES:
-                texts.clear()
-            texts[text] = tokens
+            if self._texts_size + len(text) > _TEXT_CACHE_BUDGET:
+                self._texts = {}
+                self._texts_size = 0
+            self._texts[text] = tokens
+            self._texts_size += len(text)
         return tokens
 
     def __repr__(self) -> str:

@@ -1,33 +1,4 @@
-"""Fitting a conversation into the context budget: which messages are sent, and how cut.
-
-`fit` decides, `render` builds the wire messages from the decision; both are pure. The input
-messages are never changed: only what is *sent* is shortened or left out. The rules, in the
-order they apply:
-
-1. **Groups.** An assistant message with tool calls and the tool results answering them form
-   one group, sent or left out whole. A tool result that answers nothing, or a group whose
-   calls are not all answered, can never be sent and is dropped.
-2. **keep_function_calls_in_context=False.** Groups before the newest user message (finished
-   runs) are left out (``excluded``); those runs' plain assistant answers stay.
-3. **max_messages_in_context.** Oldest units go first; the newest user message always stays.
-   When the current run alone is too long, the newest user message and as many of the
-   newest whole groups as fit are kept.
-4. **max_token_per_message.** A longer message has its text content cut (head and tail kept,
-   a marker in the middle) so the message fits; the newest user message is exempt here.
-5. **max_context_length.** The request (system prompt, summary, notes, messages, tool
-   schemas, reply priming, ``reserve`` and ``max_completion_tokens``) must fit. Earlier runs
-   are dropped oldest first; then the largest tool results of the current run are cut (down
-   to `MIN_KEPT_TOKENS` each), then its other texts; then the current run's oldest groups
-   are dropped; as a last resort the newest user message's text is cut. If even that is not
-   enough, ``fits`` is False (the ``context_overflow`` stop).
-
-The current run is cut before its own groups are dropped because a model that no longer sees
-the results of the calls it just made tends to make them again.
-
-Messages whose content is a list of parts (images, audio) are never cut: only string content
-is. A cut message's content stays within its budget, so the request as rendered never costs
-more than ``Fit.tokens``.
-"""
+"""Fitting a conversation into the context budget: which messages are sent, and how cut."""
 
 from __future__ import annotations
 
@@ -245,6 +216,34 @@ def fit(
 ) -> Fit:
     """Decide which messages to send, and which to cut short, under ``settings``.
 
+    Pure: `render` builds the request from the decision. The input messages are never
+    changed; only what is *sent* is shortened or left out. The rules, in the order they
+    apply:
+
+    1. **Groups.** An assistant message with tool calls and the tool results answering them
+       form one group, sent or left out whole. A tool result that answers nothing, or a
+       group whose calls are not all answered, can never be sent and is dropped.
+    2. **keep_function_calls_in_context=False.** Groups before the newest user message
+       (finished runs) are left out (``excluded``); those runs' plain answers stay.
+    3. **max_messages_in_context.** Oldest units go first; the newest user message always
+       stays. When the current run alone is too long, the newest user message and as many
+       of the newest whole groups as fit are kept.
+    4. **max_token_per_message.** A longer message has its text content cut (head and tail
+       kept, a marker in the middle) so the message fits; the newest user message is exempt.
+    5. **max_context_length.** The request (system prompt, summary, notes, messages, tool
+       schemas, reply priming, ``reserve`` and ``max_completion_tokens``) must fit. Earlier
+       runs are dropped oldest first; then the largest tool results of the current run are
+       cut (down to `MIN_KEPT_TOKENS` each), then its other texts; then the current run's
+       oldest groups are dropped; as a last resort the newest user message's text is cut.
+       If even that is not enough, ``fits`` is False (the ``context_overflow`` stop).
+
+    The current run is cut before its own groups are dropped because a model that no
+    longer sees the results of the calls it just made tends to make them again.
+
+    Only string content is cut; content made of parts (images, audio) never is. A cut
+    message's content stays within its budget, so the request as rendered never costs more
+    than ``Fit.tokens``.
+
     Work per call grows with the messages *sent* (plus a cheap pass over older ones when
     ``keep_function_calls_in_context`` is False); a message is tokenized once over its life
     (``counter`` caches counts per message object).
@@ -298,6 +297,10 @@ def fit(
         budgets[i] = keep
         return total - content + keep
 
+    def plain(i: int) -> int:
+        return count_message(messages[i])
+
+    size_of = plain if per_message is None else sized
     dropped: list[int] = []
     excluded: list[int] = []
 
@@ -316,7 +319,7 @@ def fit(
         else:
             if message_room is not None:
                 message_room -= size
-            run.append((first, end, sum(sized(i) for i in range(first, end))))
+            run.append((first, end, sum(map(size_of, range(first, end)))))
     user_tokens = count_message(messages[newest_user])
     run_tokens = sum(tokens for _, _, tokens in run)
 
@@ -337,7 +340,7 @@ def fit(
             if message_room is not None and size > message_room:
                 boundary = end
                 break
-            tokens = sum(sized(i) for i in range(first, end))
+            tokens = size_of(first) if size == 1 else sum(map(size_of, range(first, end)))
             if token_room is not None and tokens > token_room:
                 boundary = end
                 break
@@ -346,22 +349,25 @@ def fit(
             if token_room is not None:
                 token_room -= tokens
             history.append((first, end, tokens))
-    if keep_calls:
-        dropped.extend(range(boundary))
-    else:
+    # messages[:boundary] are all dropped, or (finished tool calls) excluded.
+    older = range(boundary) if keep_calls else range(0)
+    if not keep_calls:
         for first, end, kind in _units_backward(messages, boundary, 0):
             target = excluded if kind in (_Kind.GROUP, _Kind.UNANSWERED) else dropped
             target.extend(range(first, end))
 
+    def any_dropped() -> bool:
+        return bool(dropped or older)
+
     # The note saying messages were dropped costs tokens too: make room for it.
-    if token_room is not None and dropped and drop_cost:
+    if token_room is not None and any_dropped() and drop_cost:
         while history and token_room < drop_cost:
             first, end, tokens = history.pop()
             token_room += tokens
             dropped.extend(range(first, end))
 
     cut_for_context = False
-    if token_room is not None and token_room - (drop_cost if dropped else 0) < 0:
+    if token_room is not None and token_room - (drop_cost if any_dropped() else 0) < 0:
         # Earlier runs are all gone and the current run still does not fit.
         assert limit is not None
         assert not history
@@ -374,6 +380,7 @@ def fit(
             drop_cost=drop_cost,
             overflow_cost=overflow_cost,
             dropped=dropped,
+            dropped_before=bool(older),
         )
         if not run:
             cut_for_context = _cut_newest_user(
@@ -381,30 +388,35 @@ def fit(
                 newest_user,
                 budgets,
                 counter,
-                room=limit - fixed - (drop_cost if dropped else 0) - overflow_cost,
+                room=limit - fixed - (drop_cost if any_dropped() else 0) - overflow_cost,
             )
 
-    selected = [i for first, end, _ in reversed(history) for i in range(first, end)]
+    selected: list[int] = []
+    for first, end, _ in reversed(history):
+        selected.extend(range(first, end))
     selected.append(newest_user)
-    selected.extend(i for first, end, _ in reversed(run) for i in range(first, end))
-    truncated = {i: budgets[i] for i in selected if i in budgets}
+    for first, end, _ in reversed(run):
+        selected.extend(range(first, end))
+    chosen = set(selected)
+    truncated = {i: budgets[i] for i in sorted(budgets) if i in chosen}
     notes: list[str] = []
-    if drop_note and dropped:
+    if drop_note and any_dropped():
         notes.append(drop_note)
     if overflow_note and cut_for_context:
         notes.append(overflow_note)
-    tokens = fixed + sum(counter.count_wire(_system(note)) for note in notes)
-    for i in selected:
-        tokens += count_message(messages[i])
-        if i in truncated:
-            tokens -= counter.count_content(messages[i]) - truncated[i]
+    # Earlier runs cost what the walk summed; the current run is recounted with its cuts.
+    total = fixed + sum(counter.count_wire(_system(note)) for note in notes)
+    total += sum(unit_tokens for _, _, unit_tokens in history)
+    total += _sent_tokens(messages[newest_user], budgets.get(newest_user), counter)
+    for first, end, _ in run:
+        total += sum(_sent_tokens(messages[i], budgets.get(i), counter) for i in range(first, end))
     return Fit(
         selected=tuple(selected),
         truncated=truncated,
-        dropped=tuple(sorted(dropped)),
+        dropped=(*older, *sorted(dropped)),
         excluded=tuple(sorted(excluded)),
-        tokens=tokens,
-        fits=limit is None or tokens <= limit,
+        tokens=total,
+        fits=limit is None or total <= limit,
         notes=tuple(notes),
     )
 
@@ -419,6 +431,7 @@ def _fit_current_run(
     drop_cost: int,
     overflow_cost: int,
     dropped: list[int],
+    dropped_before: bool,
 ) -> tuple[list[tuple[int, int, int]], bool]:
     """Cut, then drop oldest groups of, the current run (newest first) to fit in ``room``.
 
@@ -441,7 +454,7 @@ def _fit_current_run(
     total = sum(item.tokens for group in items.values() for item in group)
     minimum = total - sum(item.cuttable for group in items.values() for item in group)
     while kept:
-        room_left = room - (drop_cost if dropped else 0)
+        room_left = room - (drop_cost if dropped or dropped_before else 0)
         if total <= room_left:
             return kept, False
         if minimum + overflow_cost <= room_left:
@@ -453,7 +466,7 @@ def _fit_current_run(
     if not kept:
         return [], False
     sent = [item for first, _, _ in kept for item in items[first]]
-    excess = total - (room - (drop_cost if dropped else 0))
+    excess = total - (room - (drop_cost if dropped or dropped_before else 0))
     cuts = _cut_to_save(sent, excess + overflow_cost)
     assert cuts is not None  # the loop above made sure the floor fits
     budgets.update(cuts)
@@ -511,7 +524,8 @@ def render(
         budget = fit.truncated.get(i)
         content = getattr(message, "content", None)
         if budget is not None and isinstance(content, str):
-            wire["content"] = truncate_text(content, budget, counter)
+            total = counter.count_content(message)  # cached: the text is not tokenized again
+            wire["content"] = truncate_text(content, budget, counter, total_tokens=total)
         out.append(wire)
     return out
 
@@ -532,18 +546,22 @@ def _head_within(text: str, max_tokens: int, total: int, counter: TokenCounter) 
     return ""
 
 
-def truncate_text(text: str, max_tokens: int, counter: TokenCounter) -> str:
+def truncate_text(
+    text: str, max_tokens: int, counter: TokenCounter, *, total_tokens: int | None = None
+) -> str:
     """``text`` cut to at most ``max_tokens`` tokens: its head and tail around a marker.
 
     The marker (``[… N tokens cut …]`` on its own line) says how many tokens were left out;
     it counts toward ``max_tokens``. When not even the marker fits, the head alone is kept.
+    Only the pieces kept are tokenized, besides ``text`` itself unless ``total_tokens`` (its
+    token count, when known) is given.
 
     Example:
         >>> from agentfsm.context.counting import SimpleCounter
         >>> truncate_text("abcdefgh" * 20, 12, SimpleCounter())
         'abcdefghabcd\\n[… 34 tokens cut …]\\nefghabcdefgh'
     """
-    total = counter.count_text(text)
+    total = counter.count_text(text) if total_tokens is None else total_tokens
     if total <= max_tokens:
         return text
     if max_tokens <= 0:
