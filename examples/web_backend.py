@@ -56,7 +56,9 @@ async def get_weather(city: str) -> str:
     return f"Sunny, 22 °C in {city}"
 
 
-def build_app(agent: AsyncOpenAIStreamingAgent, store: Store, stop: Callable[[str], Any]) -> Starlette:
+def build_app(
+    agent: AsyncOpenAIStreamingAgent, store: Store, stop: Callable[[str], Any]
+) -> Starlette:
     """The HTTP API around one agent; ``stop(chat_id)`` presses the stop button."""
 
     async def body(request: Request) -> tuple[str, str]:
@@ -83,7 +85,8 @@ def build_app(agent: AsyncOpenAIStreamingAgent, store: Store, stop: Callable[[st
         async def events() -> AsyncIterator[str]:
             try:
                 async for event in agent.stream_message(message, user_id=user_id, chat_id=chat_id):
-                    yield f"event: {type(event).__name__}\ndata: {json.dumps(_event_json(event))}\n\n"
+                    data = json.dumps(_event_json(event))
+                    yield f"event: {type(event).__name__}\ndata: {data}\n\n"
             except AgentFSMError as error:
                 yield f"event: error\ndata: {json.dumps({'error': str(error)})}\n\n"
 
@@ -186,7 +189,7 @@ async def self_test() -> None:
             config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")
             server = uvicorn.Server(config)
             serving = asyncio.ensure_future(server.serve())
-            while not server.started:
+            while not server.started:  # noqa: ASYNC110 - uvicorn offers no event to wait on
                 await asyncio.sleep(0.01)
             port = server.servers[0].sockets[0].getsockname()[1]
             base = f"http://127.0.0.1:{port}"

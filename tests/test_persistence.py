@@ -8,7 +8,6 @@ import signal
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any
 
 import pytest
 
