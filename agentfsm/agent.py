@@ -851,10 +851,27 @@ class _Step:
         reply, slot, attempts = result
         answered = agent._clock()
         duration = answered - began
+        usage = reply.usage
+        if usage.estimated:  # the server reported none: count it ourselves, flagged
+            window = conversation.context
+            prompt = (
+                window.tokens
+                if window is not None and window.size == len(conversation.messages)
+                else sum(agent.counter.count_wire(m) for m in messages)
+                + agent.counter.count_tools(agent._tool_schemas)
+                + agent.counter.reply_overhead
+            )
+            completion = agent.counter.count_message(reply.message)
+            usage = attrs.evolve(
+                usage,
+                prompt_tokens=prompt,
+                completion_tokens=completion,
+                total_tokens=prompt + completion,
+            )
         record = RequestRecord(
             model=reply.model,
-            usage=reply.usage,
-            cost=slot.price(reply.model, reply.usage) if slot.price is not None else Decimal(0),
+            usage=usage,
+            cost=slot.price(reply.model, usage) if slot.price is not None else Decimal(0),
             attempts=attempts,
             duration=duration,
             at=answered,
@@ -868,7 +885,7 @@ class _Step:
                     **self.base(),
                     model=reply.model,
                     message=message,
-                    usage=reply.usage,
+                    usage=usage,
                     finish_reason=reply.finish_reason,
                     duration=duration,
                 ),

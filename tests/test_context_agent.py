@@ -86,7 +86,7 @@ async def test_accurate_count_equals_what_the_server_counts(make_agent: AgentFac
 async def test_a_context_that_cannot_fit_stops_before_any_request(
     server: ScriptedOpenAIServer, make_agent: AgentFactory
 ) -> None:
-    """System prompt + newest message over the limit: context_overflow, nothing sent, clear error."""
+    """System prompt + newest message over the limit: overflow stop, nothing sent, clear error."""
     overflows: list[Any] = []
     agent = make_agent(
         system_prompt="rule " * 500,

@@ -20,6 +20,7 @@ from agentfsm import (
     Usage,
     tool,
 )
+from agentfsm.context.counting import AccurateCounter
 from agentfsm.testing import ScriptedOpenAIServer, call, text, tool_calls
 
 
@@ -134,11 +135,13 @@ async def test_send_message_streams_inside_and_fires_token_hooks(
 async def test_a_server_without_usage_chunk_gets_an_estimated_usage(
     server: ScriptedOpenAIServer, make_streaming: Any
 ) -> None:
-    """No usage chunk: the request is still recorded, flagged as estimated."""
+    """No usage chunk: the request is recorded with counted tokens, flagged as estimated."""
     server.add(text("ok", usage=False))
     response = await make_streaming().send_message("hi")
     assert response.usage.requests == 1
     assert response.usage.estimated is True
+    assert response.usage.prompt_tokens > 0
+    assert response.usage.completion_tokens > 0
 
 
 async def test_a_stop_mid_stream_keeps_the_partial_text_exactly(
@@ -164,7 +167,17 @@ async def test_a_stop_mid_stream_keeps_the_partial_text_exactly(
     assert response.history[-1] == {"role": "assistant", "content": "One two thre"}
     assert response.conversation.last_assistant is not None
     assert response.conversation.last_assistant.interrupted is True
-    assert response.usage == Usage(requests=1, estimated=True)
+    counter = AccurateCounter("o200k_base")
+    sent = server.requests[0].messages
+    prompt = sum(counter.count_wire(m) for m in sent) + counter.reply_overhead
+    completion = counter.count_wire({"role": "assistant", "content": "One two thre"})
+    assert response.usage == Usage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=prompt + completion,
+        requests=1,
+        estimated=True,
+    )
 
     server.add(text("continuing"))
     again = await agent.send_message("go on", conversation=response.conversation)
