@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from agentfsm import AsyncOpenAISimpleAgent
+from agentfsm.agent import Agent
 from agentfsm.testing import ScriptedOpenAIServer
 
 _CACHE = Path(__file__).resolve().parents[2] / "shared" / "tiktoken-cache"
@@ -24,25 +25,26 @@ async def server() -> AsyncIterator[ScriptedOpenAIServer]:
         yield srv
 
 
-AgentFactory = Callable[..., AsyncOpenAISimpleAgent]
+AgentFactory = Callable[..., Any]
 
 
 @pytest.fixture
 async def make_agent(server: ScriptedOpenAIServer) -> AsyncIterator[AgentFactory]:
-    """Builds agents pointed at the ``server`` fixture; keywords override the defaults.
+    """Builds agents (``agent_class``, the simple one by default) pointed at the ``server``
+    fixture; keywords override the defaults.
 
     Every agent made is closed after the test.
     """
-    made: list[AsyncOpenAISimpleAgent] = []
+    made: list[Agent] = []
 
-    def make(**kwargs: Any) -> AsyncOpenAISimpleAgent:
+    def make(agent_class: type[Agent] = AsyncOpenAISimpleAgent, **kwargs: Any) -> Any:
         options: dict[str, Any] = {
             "model": "scripted-model",
             "api_key": "test-key",
             "base_url": server.base_url,
         }
         options.update(kwargs)
-        agent = AsyncOpenAISimpleAgent(**options)
+        agent = agent_class(**options)
         made.append(agent)
         return agent
 

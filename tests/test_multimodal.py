@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import struct
 import wave
@@ -23,6 +24,8 @@ from agentfsm import (
     loads,
 )
 from agentfsm.testing import ScriptedOpenAIServer, text
+
+from .conftest import AgentFactory
 
 
 def _png(width: int, height: int) -> bytes:
@@ -51,20 +54,9 @@ def _wav() -> bytes:
 
 
 @pytest.fixture
-async def make_mm(server: ScriptedOpenAIServer) -> Any:
-    """Builds multimodal agents on the scripted server; closes them afterwards."""
-    made: list[AsyncOpenAIMultimodalAgent] = []
-
-    def make(**kwargs: Any) -> AsyncOpenAIMultimodalAgent:
-        agent = AsyncOpenAIMultimodalAgent(
-            model="scripted-model", api_key="k", base_url=server.base_url, **kwargs
-        )
-        made.append(agent)
-        return agent
-
-    yield make
-    for agent in made:
-        await agent.aclose()
+def make_mm(make_agent: AgentFactory) -> AgentFactory:
+    """Builds multimodal agents pointed at the scripted server (closed after the test)."""
+    return functools.partial(make_agent, AsyncOpenAIMultimodalAgent)
 
 
 async def test_parts_become_openai_content_parts_exactly(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 from typing import Any
 
@@ -23,6 +24,8 @@ from agentfsm import (
 from agentfsm.context.counting import AccurateCounter
 from agentfsm.testing import ScriptedOpenAIServer, call, text, tool_calls
 
+from .conftest import AgentFactory
+
 
 @tool
 def get_weather(city: str, unit: str = "c") -> str:
@@ -31,24 +34,9 @@ def get_weather(city: str, unit: str = "c") -> str:
 
 
 @pytest.fixture
-async def make_streaming(server: ScriptedOpenAIServer) -> Any:
-    """Builds streaming agents pointed at the scripted server; closes them afterwards."""
-    made: list[AsyncOpenAIStreamingAgent] = []
-
-    def make(**kwargs: Any) -> AsyncOpenAIStreamingAgent:
-        options: dict[str, Any] = {
-            "model": "scripted-model",
-            "api_key": "k",
-            "base_url": server.base_url,
-        }
-        options.update(kwargs)
-        agent = AsyncOpenAIStreamingAgent(**options)
-        made.append(agent)
-        return agent
-
-    yield make
-    for agent in made:
-        await agent.aclose()
+def make_streaming(make_agent: AgentFactory) -> AgentFactory:
+    """Builds streaming agents pointed at the scripted server (closed after the test)."""
+    return functools.partial(make_agent, AsyncOpenAIStreamingAgent)
 
 
 async def test_stream_message_yields_every_event_in_order(
