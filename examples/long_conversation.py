@@ -26,8 +26,10 @@ def on_dropped(event: MessageDroppedEvent) -> None:
     drops.append(len(event.messages))
     if event.turn == 0 and (len(drops) <= 3 or len(drops) % 50 == 0):
         summary = (event.summary or "")[:90]
-        print(f"  dropped {len(event.messages)} message(s), {event.tokens} tokens -> "
-              f"summary now: {summary!r}")
+        print(
+            f"  dropped {len(event.messages)} message(s), {event.tokens} tokens -> "
+            f"summary now: {summary!r}"
+        )
 
 
 def on_overflow(event: ContextOverflowEvent) -> None:
@@ -81,8 +83,10 @@ async def main() -> None:
         conv = response.conversation
         window = conv.context
         print(f"\n{TURNS} turns: {len(conv.messages)} messages kept in the conversation,")
-        print(f"  {window.dropped if window else 0} left out of the last request "
-              f"({window.tokens if window else '?'} tokens sent, limit 1,500)")
+        print(
+            f"  {window.dropped if window else 0} left out of the last request "
+            f"({window.tokens if window else '?'} tokens sent, limit 1,500)"
+        )
         print(f"  {sum(drops)} messages dropped over the chat, in {len(drops)} steps")
         print(f"  summary: {conv.summary!r}")
         print(f"  last answer: {response.output!r}")
