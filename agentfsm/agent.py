@@ -413,10 +413,27 @@ class Agent:
     async def _step(
         self, conversation: Conversation, debug_print: bool, sink: EventSink | None
     ) -> Conversation:
-        stepped = await machine.step(_Step(self, conversation, debug_print, sink), conversation)
+        runtime = _Step(self, conversation, debug_print, sink)
+        try:
+            stepped = await machine.step(runtime, conversation)
+        except asyncio.CancelledError:
+            if self.store is not None:  # the caller gave up: leave a chat that can continue
+                await asyncio.shield(self._abandon(runtime, conversation))
+            raise
         if self.store is not None:  # a checkpoint after every transition
             await self.store.save(stepped, conversation.version)
         return stepped
+
+    async def _abandon(self, runtime: _Step, conversation: Conversation) -> None:
+        """Stop a run whose caller was cancelled mid-step (``user_stop``) and save it, so the
+        stored chat is not left in a phase no worker is running."""
+        try:
+            stopped = await machine.interrupt(runtime, conversation)
+            await self.store.save(stopped, conversation.version)  # type: ignore[union-attr]
+        except Exception as error:  # a lost race or a store error: resume() still works
+            log.warning(
+                "abandoned_run_not_saved", chat_id=conversation.chat_id, error=str(error)
+            )
 
     def iter(
         self, conversation: Conversation, *, debug_print: bool = False

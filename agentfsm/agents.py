@@ -144,7 +144,9 @@ class AsyncOpenAIStreamingAgent(Agent):
                 self.request_stop(conv.chat_id)  # the run ends as a clean user stop
                 while not queue.empty():  # unblock a producer waiting for room
                     queue.get_nowait()
-                await asyncio.gather(task, return_exceptions=True)
+                # Shielded: a caller cancelled again and again (anyio cancel scopes do that)
+                # must not cancel the run mid-phase; it finishes its stop on its own.
+                await asyncio.shield(asyncio.gather(task, return_exceptions=True))
 
 
 class AsyncOpenAIMultimodalAgent(AsyncOpenAIStreamingAgent):

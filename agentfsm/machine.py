@@ -42,6 +42,7 @@ __all__ = [
     "Runtime",
     "ToolCallsRequested",
     "ToolsFinished",
+    "interrupt",
     "step",
 ]
 
@@ -321,6 +322,12 @@ async def step(rt: Runtime, conv: Conversation) -> Conversation:
             return await _enter(rt, conv, GuardTripped(guard))
     conv, outcome = await ACTIONS[conv.phase](rt, conv)
     return await _enter(rt, conv, outcome)
+
+
+async def interrupt(rt: Runtime, conv: Conversation) -> Conversation:
+    """``conv`` moved to ``stopped`` / ``user_stop`` without running its phase's action: for
+    a run whose caller was cancelled mid-step (the state before the step is consistent)."""
+    return await _enter(rt, conv, Interrupted())
 
 
 async def _enter(rt: Runtime, conv: Conversation, outcome: Outcome) -> Conversation:

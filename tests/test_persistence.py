@@ -258,3 +258,69 @@ async def test_a_worker_killed_mid_tool_is_resumed_by_another_process(
         ("tool", "booked to Rome"),
         ("assistant", "Booked."),
     ]
+
+
+async def test_a_cancelled_caller_leaves_a_stored_chat_that_can_continue(
+    server: ScriptedOpenAIServer, make_agent: AgentFactory
+) -> None:
+    """A request handler cancelled mid-tool: the stored chat is stopped, not stuck mid-phase."""
+    entered = asyncio.Event()
+
+    @tool
+    async def slow() -> str:
+        """Takes long."""
+        entered.set()
+        await asyncio.sleep(3600)
+        return "never"
+
+    server.add(tool_calls(call("slow", {}, id="call_s")), text("next run"))
+    store = MemoryStore()
+    agent = make_agent(store=store, tool_registry=[slow])
+    run = asyncio.ensure_future(agent.send_message("go", chat_id="c1"))
+    await entered.wait()
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+
+    stored = await store.load("c1")
+    assert stored is not None
+    assert (stored.phase, stored.stop_reason) == (Phase.STOPPED, StopReason.USER_STOP)
+    assert stored.messages[-1].content.startswith("Not executed")  # type: ignore[union-attr]
+    again = await agent.send_message("still there?", chat_id="c1")
+    assert again.output == "next run"
+
+
+async def test_a_stream_cancelled_by_an_anyio_scope_still_stops_cleanly(
+    server: ScriptedOpenAIServer, make_agent: AgentFactory
+) -> None:
+    """A web framework's cancel scope (re-cancelling at every await) still ends in user_stop."""
+    import anyio
+
+    from agentfsm import AsyncOpenAIStreamingAgent, ToolCallEvent
+
+    @tool
+    async def slow() -> str:
+        """Takes long."""
+        await asyncio.sleep(3600)
+        return "never"
+
+    server.add(tool_calls(call("slow", {})), text("later"))
+    store = MemoryStore()
+    agent = make_agent(AsyncOpenAIStreamingAgent, store=store, tool_registry=[slow])
+
+    async def consume(scope: anyio.CancelScope) -> None:
+        async for event in agent.stream_message("go", chat_id="c1"):
+            if isinstance(event, ToolCallEvent):
+                scope.cancel()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(consume, group.cancel_scope)
+
+    for _ in range(200):  # the run finishes its stop on its own, shielded from the scope
+        stored = await store.load("c1")
+        if stored is not None and stored.finished:
+            break
+        await asyncio.sleep(0.01)
+    assert stored is not None
+    assert (stored.phase, stored.stop_reason) == (Phase.STOPPED, StopReason.USER_STOP)
+    assert (await agent.send_message("again", chat_id="c1")).output == "later"
