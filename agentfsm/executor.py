@@ -17,7 +17,7 @@ from agentfsm.stop import STOPPED
 from agentfsm.tools import Tool, ToolContext, format_result
 
 if TYPE_CHECKING:
-    from agentfsm.agent import _Step
+    from agentfsm.runtime import Step
 
 __all__ = ["CANCELLED_RESULT", "ToolExecutor"]
 
@@ -36,7 +36,7 @@ class ToolExecutor:
         self.concurrently = concurrently
 
     async def run(
-        self, step: _Step, calls: Sequence[ToolCall], context: ToolContext
+        self, step: Step, calls: Sequence[ToolCall], context: ToolContext
     ) -> tuple[Sequence[Message], int, bool]:
         """Results in call order, how many calls ran to an end, and whether a stop cut in."""
         results: dict[str, ToolMessage] = {}
@@ -67,7 +67,7 @@ class ToolExecutor:
 
     async def _run_one(
         self,
-        step: _Step,
+        step: Step,
         call: ToolCall,
         context: ToolContext,
         results: dict[str, ToolMessage],
@@ -133,7 +133,7 @@ class ToolExecutor:
 
     async def _report_error(
         self,
-        step: _Step,
+        step: Step,
         call: ToolCall,
         arguments: Mapping[str, Any],
         error: BaseException,
