@@ -1,37 +1,75 @@
-"""The ``agentfsm`` command."""
+"""The ``agentfsm`` command: ``demo``, ``graph``, ``inspect`` and ``chat``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import importlib
+import json
+import logging
+import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+import uuid
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agentfsm.agent import Agent
+    from agentfsm.agents import AsyncOpenAIStreamingAgent
+    from agentfsm.messages import Message
+    from agentfsm.state import Conversation
+    from agentfsm.store import Store
 
 __all__ = ["main"]
+
+_FORMATS = ("mermaid", "dot", "json")
+_LEVELS = {  # structlog's method names -> logging levels
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "msg": logging.INFO,
+    "warn": logging.WARNING,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "exception": logging.ERROR,
+    "critical": logging.CRITICAL,
+    "fatal": logging.CRITICAL,
+}
+_STORE_FORMS = "sqlite:///PATH, redis://HOST[:PORT][/DB] or postgresql://USER@HOST/DB"
+
+
+class _CommandError(Exception):
+    """A failure the command explains in one line (no exception type in front)."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``agentfsm`` console script; returns the exit status."""
-    from agentfsm import __version__
-
-    parser = argparse.ArgumentParser(
-        prog="agentfsm", description="LLM agents as explicit state machines."
-    )
-    parser.add_argument("--version", action="version", version=f"agentfsm {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    commands.add_parser(
-        "demo", help="run the weather agent offline against the built-in scripted server"
-    )
+    parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
+    _configure_logging(args.debug)
     try:
         if args.command == "demo":
             asyncio.run(_demo())
+        elif args.command == "graph":
+            _graph(args.format, args.agent)
+        elif args.command == "inspect":
+            _check_sqlite_file(args.store)  # inspecting must not create a database file
+            asyncio.run(_inspect(args.chat_id, args.store, mermaid=args.mermaid))
+        elif args.command == "chat":
+            asyncio.run(_chat(args))
     except KeyboardInterrupt:
         return 130
+    except _CommandError as error:
+        if args.debug:
+            raise
+        print(f"agentfsm: error: {error}", file=sys.stderr)
+        return 1
     except Exception as error:
         if args.debug:
             raise
@@ -40,14 +78,103 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _parser() -> argparse.ArgumentParser:
+    from agentfsm import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="agentfsm", description="LLM agents as explicit state machines."
+    )
+    parser.add_argument("--version", action="version", version=f"agentfsm {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show tracebacks on errors, and every log line"
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.add_parser(
+        "demo", help="run the weather agent offline against the built-in scripted server"
+    )
+
+    graph = commands.add_parser(
+        "graph",
+        help="print the state machine, generated from its transition table",
+        description="Print the state machine, generated from agentfsm.machine. "
+        "Regenerate the pinned snapshot with: "
+        "python -m agentfsm graph > tests/snapshots/machine.mmd",
+    )
+    graph.add_argument("--format", choices=_FORMATS, default="mermaid", help="default: mermaid")
+    graph.add_argument(
+        "--agent",
+        metavar="MODULE:NAME",
+        help="grey the edges this agent's configuration rules out (e.g. myapp.agents:agent)",
+    )
+
+    inspect = commands.add_parser(
+        "inspect",
+        help="show a stored conversation: phase, messages, usage, cost and its run",
+    )
+    inspect.add_argument("chat_id", metavar="CHAT_ID")
+    inspect.add_argument("--store", required=True, metavar="URL", help=_STORE_FORMS)
+    inspect.add_argument(
+        "--mermaid", action="store_true", help="print the run as a Mermaid diagram instead"
+    )
+
+    chat = commands.add_parser(
+        "chat",
+        help="chat with a model in the terminal (Ctrl-C stops a run, Ctrl-D exits)",
+        description="Chat with a model in the terminal through a streaming agent. Ctrl-C "
+        "during an answer stops the run (the chat goes on); Ctrl-C at the prompt or "
+        "Ctrl-D (end of input) exits.",
+    )
+    chat.add_argument("--model", required=True)
+    chat.add_argument("--base-url", help="an OpenAI-compatible endpoint (default: OpenAI's)")
+    chat.add_argument("--api-key", help="the endpoint's key (default: $OPENAI_API_KEY)")
+    chat.add_argument("--store", metavar="URL", help=f"keep the chat in a store: {_STORE_FORMS}")
+    chat.add_argument("--chat-id", help="the chat to continue (with --store) or to create")
+    chat.add_argument("--user-id", help="the user the chat belongs to")
+    chat.add_argument("--system", default="", metavar="PROMPT", help="a system prompt")
+    chat.add_argument("--max-turns", type=int, default=10, help="model calls per message")
+    chat.add_argument(
+        "--accurate",
+        action="store_true",
+        help="count tokens with tiktoken (may download an encoding) instead of estimating",
+    )
+    return parser
+
+
+def _configure_logging(debug: bool) -> None:
+    """Library log lines go to stderr: warnings only, or everything with ``--debug``."""
+    import structlog
+
+    threshold = logging.DEBUG if debug else logging.WARNING
+
+    def by_level(_logger: Any, method: str, event: MutableMapping[str, Any]) -> Any:
+        if _LEVELS.get(method, logging.INFO) < threshold:
+            raise structlog.DropEvent
+        return event
+
+    structlog.configure(
+        processors=[
+            by_level,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="%H:%M:%S", utc=False),
+            structlog.dev.ConsoleRenderer(colors=False),
+        ],
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+
+
+# --------------------------------------------------------------------------- demo
+
+
 async def _demo() -> None:
     try:
         from agentfsm.testing import ScriptedOpenAIServer, weather_scenario
     except ImportError as error:  # pragma: no cover - depends on the install
-        raise RuntimeError(
+        raise _CommandError(
             "the demo needs the testing extra: pip install 'agentfsm[testing]'"
         ) from error
     from agentfsm import AsyncOpenAISimpleAgent, ToolContext, tool
+    from agentfsm.viz import run_mermaid
 
     @tool
     async def get_weather(city: str, context: ToolContext) -> str:
@@ -72,6 +199,7 @@ async def _demo() -> None:
         response = await agent.send_message(
             "what is the weather in tokyo", user_id="u1", chat_id="demo", debug_print=True
         )
+        await agent.aclose()
         print()
         print(f"output:      {response.output}")
         print(f"stop_reason: {response.stop_reason.value}")
@@ -86,6 +214,318 @@ async def _demo() -> None:
                 ["trimming_context"] + [r.to_phase.value for r in response.conversation.transitions]
             )
         )
+        print("\nthe run as Mermaid (paste into https://mermaid.live):\n")
+        sys.stdout.write(run_mermaid(response.conversation))
+
+
+# --------------------------------------------------------------------------- graph
+
+
+def _graph(format: str, agent_ref: str | None) -> None:
+    from agentfsm.viz import machine_dot, machine_json, machine_mermaid
+
+    agent = _import_agent(agent_ref) if agent_ref else None
+    if format == "dot":
+        sys.stdout.write(machine_dot(agent))
+    elif format == "json":
+        sys.stdout.write(json.dumps(machine_json(agent), indent=2) + "\n")
+    else:
+        sys.stdout.write(machine_mermaid(agent))
+
+
+def _import_agent(ref: str) -> Agent:
+    from agentfsm.agent import Agent
+
+    module_name, _, name = ref.partition(":")
+    if not module_name or not name:
+        raise _CommandError(f"--agent must be MODULE:NAME (e.g. myapp.agents:agent), got {ref!r}")
+    sys.path.insert(0, os.getcwd())  # as `python -m` would: the project's own modules
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise _CommandError(f"--agent: cannot import {module_name!r}: {error}") from error
+    agent = getattr(module, name, None)
+    if not isinstance(agent, Agent):
+        raise _CommandError(f"--agent: {ref} is not an agent (got {type(agent).__name__})")
+    return agent
+
+
+# --------------------------------------------------------------------------- stores
+
+
+def _sqlite_path(url: str) -> str | None:
+    """The file of a ``sqlite:///PATH`` URL (``sqlite:////abs/path`` for an absolute one)."""
+    if not url.lower().startswith("sqlite://"):
+        return None
+    path = url[len("sqlite://") :]
+    return path[1:] if path.startswith("/") else path
+
+
+def _check_sqlite_file(url: str) -> None:
+    path = _sqlite_path(url)
+    if path and path != ":memory:" and not os.path.exists(path):
+        raise _CommandError(f"no database file at {path!r} (--store {url})")
+
+
+def _open_store(url: str) -> Store:
+    """The store a URL names: ``sqlite:///PATH``, ``redis://…`` or ``postgresql://…``."""
+    from agentfsm.store import PostgresStore, RedisStore, SQLiteStore
+
+    scheme = url.partition("://")[0].lower()
+    path = _sqlite_path(url)
+    if path is not None:
+        if not path:
+            raise _CommandError(f"--store {url!r} names no file: use sqlite:///PATH")
+        return SQLiteStore(path)
+    if scheme in ("redis", "rediss", "unix"):
+        return RedisStore(url)
+    if scheme in ("postgresql", "postgres"):
+        return PostgresStore(url)
+    raise _CommandError(f"--store {url!r} is not a store URL: use {_STORE_FORMS}")
+
+
+# --------------------------------------------------------------------------- inspect
+
+
+async def _inspect(chat_id: str, url: str, *, mermaid: bool) -> None:
+    from agentfsm.viz import run_mermaid
+
+    store = _open_store(url)
+    async with store:
+        conversation = await store.load(chat_id)
+    if conversation is None:
+        raise _CommandError(f"chat {chat_id!r} is not in the store {url}")
+    if mermaid:
+        sys.stdout.write(run_mermaid(conversation))
+    else:
+        print(_describe(conversation))
+
+
+def _describe(conv: Conversation) -> str:
+    """A conversation for a terminal: the facts, its messages, and its run as a timeline."""
+    from agentfsm.viz import run_timeline
+
+    usage = conv.usage
+    status = conv.phase.value
+    if conv.stop_reason is not None:
+        status += f" (stop_reason: {conv.stop_reason.value})"
+    lines = [
+        f"chat      {conv.chat_id}",
+        f"user      {conv.user_id if conv.user_id is not None else '-'}",
+        f"agent     {conv.agent_name}",
+        f"phase     {status}",
+        f"version   {conv.version}",
+        f"usage     {usage.total_tokens} tokens ({usage.prompt_tokens} prompt, "
+        f"{usage.completion_tokens} completion) in {usage.requests} requests"
+        + (" (estimated)" if usage.estimated else ""),
+        f"cost      ${conv.cost}",
+    ]
+    if conv.budget is not None:
+        lines.append(f"budget    ${conv.budget.max_budget_for_this_chat}")
+    if conv.error is not None and conv.stop_reason is not None and conv.phase.terminal:
+        lines.append(f"error     {conv.error.type}: {_clip(conv.error.message, 100)}")
+    if conv.summary:
+        lines.append(f"summary   {_clip(conv.summary, 100)} (of {conv.summary_upto} messages)")
+    lines.append(f"\nmessages ({len(conv.messages)})")
+    width = len(str(max(len(conv.messages) - 1, 0)))
+    for i, message in enumerate(conv.messages):
+        lines.append(f"  [{i:>{width}}] {message.role:<9} {_message_text(message)}")
+    timeline = run_timeline(conv)
+    lines.append(f"\nrun ({len(timeline)} transitions)")
+    if timeline:
+        first = timeline[0]["at"]
+        started = datetime.fromtimestamp(first).strftime("%Y-%m-%d %H:%M:%S")
+        lines.append(f"  started {started}")
+        lines.append(f"  {'#':>3}  {'at':>9}  {'from':<16}  {'to':<16}  {'reason':<20}  turn  took")
+        for n, step in enumerate(timeline, 1):
+            took = "-" if step["duration"] is None else f"{step['duration']:.3f}s"
+            lines.append(
+                f"  {n:>3}  {'+' + format(step['at'] - first, '.3f') + 's':>9}  "
+                f"{step['from']:<16}  {step['to']:<16}  {step['reason']:<20}  "
+                f"{step['turn']:>4}  {took}"
+            )
+    return "\n".join(lines)
+
+
+def _message_text(message: Message) -> str:
+    from agentfsm.messages import AssistantMessage, TextPart, ToolMessage
+
+    if isinstance(message, ToolMessage):
+        error = " (error)" if message.is_error else ""
+        return _clip(f"{message.tool_name or message.tool_call_id}{error}: {message.content}", 100)
+    if isinstance(message, AssistantMessage):
+        calls = [f"→ {c.name}({_clip(c.arguments, 60)})" for c in message.tool_calls]
+        text = " ".join([_clip(message.content or "", 100), *calls]).strip()
+        return text + (" [interrupted]" if message.interrupted else "")
+    content = message.content
+    if isinstance(content, str):
+        return _clip(content, 100)
+    parts = [
+        p.text if isinstance(p, TextPart) else f"[{p.data.get('type', 'part')}]" for p in content
+    ]
+    return _clip(" ".join(parts), 100)
+
+
+def _clip(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# --------------------------------------------------------------------------- chat
+
+
+async def _chat(args: argparse.Namespace) -> None:
+    from agentfsm.agents import AsyncOpenAIStreamingAgent
+
+    store = _open_store(args.store) if args.store else None
+    chat_id: str = args.chat_id or uuid.uuid4().hex[:12]
+    agent = AsyncOpenAIStreamingAgent(
+        model=args.model,
+        base_url=args.base_url,
+        api_key=args.api_key,
+        system_prompt=args.system,
+        max_turns=args.max_turns,
+        store=store,
+        context_handling_method="accurate" if args.accurate else "simple",
+    )
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(agent.aclose)
+        if store is not None:
+            await stack.enter_async_context(store)
+        session = _ChatSession(agent, chat_id, args.user_id)
+        await session.run(continued=await store.load(chat_id) if store is not None else None)
+
+
+_EOF = object()
+_INTERRUPT = object()
+
+
+class _ChatSession:
+    """One terminal chat: lines in from stdin, streamed answers out, Ctrl-C as the stop."""
+
+    def __init__(self, agent: AsyncOpenAIStreamingAgent, chat_id: str, user_id: str | None):
+        self.agent = agent
+        self.chat_id = chat_id
+        self.user_id = user_id
+        self.conversation: Conversation | None = None
+        self.running = False
+        self.inbox: asyncio.Queue[object] = asyncio.Queue()
+
+    async def run(self, continued: Conversation | None) -> None:
+        loop = asyncio.get_running_loop()
+        where = f"chat {self.chat_id}"
+        if continued is not None:
+            where += f", continued: {len(continued.messages)} messages so far"
+        _say(
+            f"agentfsm chat · {self.agent.model} · {where}\n"
+            "Ctrl-C stops an answer; Ctrl-C at the prompt or Ctrl-D exits.\n"
+        )
+        threading.Thread(target=self._read_stdin, args=(loop,), daemon=True).start()
+        with _sigint_handler(loop, self._on_sigint):
+            while True:
+                _say("you> ")
+                line = await self.inbox.get()
+                if line is _EOF or line is _INTERRUPT:
+                    _say("\n")
+                    return
+                assert isinstance(line, str)
+                if not line.strip():
+                    continue
+                await self._answer(line.strip())
+
+    async def _answer(self, text: str) -> None:
+        from agentfsm.errors import AgentFSMError
+        from agentfsm.hooks import FinalResponseEvent, TokenEvent, ToolCallEvent, ToolResultEvent
+
+        keep = self.agent.store is None  # without a store, the session holds the chat
+        stream = self.agent.stream_message(
+            text,
+            user_id=self.user_id,
+            chat_id=self.chat_id,
+            conversation=self.conversation if keep else None,
+        )
+        self.running = True
+        streamed = False
+        _say("assistant> ")
+        try:
+            async with contextlib.aclosing(stream):
+                async for event in stream:
+                    if isinstance(event, TokenEvent):
+                        streamed = True
+                        _say(event.delta)
+                    elif isinstance(event, ToolCallEvent):
+                        call = event.call
+                        _say(f"\n  → {call.name}({_clip(call.arguments, 200)})")
+                        streamed = True
+                    elif isinstance(event, ToolResultEvent):
+                        mark = "✗" if event.is_error else "←"
+                        _say(f"\n  {mark} {event.tool_name}: {_clip(event.content, 200)}\n")
+                    elif isinstance(event, FinalResponseEvent):
+                        response = event.response
+                        self.conversation = response.conversation
+                        if not streamed and response.output:
+                            _say(response.output)
+                        _say("\n")
+                        if response.stop_reason.value != "response":
+                            detail = f": {response.error.message}" if response.error else ""
+                            _say(f"[stopped: {response.stop_reason.value}{detail}]\n")
+        except AgentFSMError as error:  # e.g. another worker runs this chat: say so, go on
+            _say(f"\n[error: {error}]\n")
+        finally:
+            self.running = False
+
+    def _on_sigint(self) -> None:
+        if self.running:
+            _say("\n[stopping…]")
+            self.agent.request_stop(self.chat_id)
+        else:
+            self.inbox.put_nowait(_INTERRUPT)
+
+    def _read_stdin(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Runs in a daemon thread: raw reads hold no lock a closing interpreter would need."""
+        buffered = b""
+        fd = sys.stdin.fileno()
+        while True:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                if buffered:
+                    self._post(loop, buffered.decode(errors="replace"))
+                self._post(loop, _EOF)
+                return
+            buffered += chunk
+            while b"\n" in buffered:
+                line, _, buffered = buffered.partition(b"\n")
+                self._post(loop, line.decode(errors="replace"))
+
+    def _post(self, loop: asyncio.AbstractEventLoop, item: object) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed: the chat is over
+            loop.call_soon_threadsafe(self.inbox.put_nowait, item)
+
+
+@contextlib.contextmanager
+def _sigint_handler(loop: asyncio.AbstractEventLoop, handler: Callable[[], None]) -> Iterator[None]:
+    """Ctrl-C calls ``handler`` on the loop instead of raising ``KeyboardInterrupt``."""
+    try:
+        loop.add_signal_handler(signal.SIGINT, handler)
+    except (NotImplementedError, RuntimeError):  # Windows: a plain handler, sent to the loop
+        previous = signal.signal(signal.SIGINT, lambda *_: loop.call_soon_threadsafe(handler))
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        return
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+
+
+def _say(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":
