@@ -1072,17 +1072,13 @@ def _tuple_shape(
 
 
 def _json_type(value: Any) -> str:
+    """The JSON type of an enum value (a scalar) for a generated schema."""
     if value is None:
         return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    raise _SchemaError(f"value {value!r} has no JSON type")
+    kind = _kind(value)
+    if kind not in ("boolean", "integer", "number", "string"):
+        raise _SchemaError(f"value {value!r} has no JSON type")
+    return kind
 
 
 def _enum_schema(values: list[Any]) -> dict[str, Any]:
