@@ -52,9 +52,7 @@ from agentfsm.runtime import EventSink, ModelSlot, Step
 from agentfsm.state import (
     ContextWindow,
     Conversation,
-    Phase,
     StopReason,
-    TransitionRecord,
     Usage,
 )
 from agentfsm.stop import StopSignalFunction, _StopBoard, _StopSignal
@@ -350,25 +348,18 @@ class Agent:
         messages = conversation.messages
         if pending := conversation.pending_tool_calls:  # defensive: a stop always closes them
             messages = (*messages, *unanswered_results({c.id: c.name for c in pending}))
-        record = TransitionRecord(
-            conversation.phase, Phase.TRIMMING_CONTEXT, "user_message", 0, self._clock()
-        )
-        return attrs.evolve(
-            conversation,
+        return machine.begin_run(
+            attrs.evolve(conversation, turn=0),
+            self._clock(),
             agent_name=self.name,
-            phase=Phase.TRIMMING_CONTEXT,
             messages=(*messages, user_message),
             run_start=len(messages),
-            turn=0,
             function_calls=0,
             run_usage=Usage(),
             run_request_start=len(conversation.requests),
             run_cost=Decimal(0),
             budget=budget,
-            stop_reason=None,
             error=None,
-            version=conversation.version + 1,
-            transitions=(*conversation.transitions, record),
         )
 
     async def step(self, conversation: Conversation, *, debug_print: bool = False) -> Conversation:

@@ -9,7 +9,7 @@ next phase. Only :func:`_enter` writes the phase, version, stop reason and trans
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 import attrs
 
@@ -30,6 +30,7 @@ __all__ = [
     "ACTIONS",
     "EDGES",
     "GUARDS",
+    "NEW_RUN",
     "Answer",
     "ContextReady",
     "FinalAnswer",
@@ -42,6 +43,7 @@ __all__ = [
     "Runtime",
     "ToolCallsRequested",
     "ToolsFinished",
+    "begin_run",
     "interrupt",
     "step",
 ]
@@ -283,6 +285,13 @@ EDGES: Mapping[tuple[Phase, type[Outcome]], Phase] = {
 }
 """``(phase, outcome type) -> next phase``. A missing key is an illegal move."""
 
+NEW_RUN: Mapping[Phase, Phase] = {
+    Phase.DONE: Phase.TRIMMING_CONTEXT,
+    Phase.STOPPED: Phase.TRIMMING_CONTEXT,
+}
+"""A new user message starts the next run of a finished conversation (reason
+``user_message``); a new conversation starts in ``trimming_context`` with no transition."""
+
 
 def _check_tables() -> None:
     """The machine is well formed: run once at import, so a broken table cannot ship."""
@@ -324,6 +333,14 @@ async def step(rt: Runtime, conv: Conversation) -> Conversation:
     return await _enter(rt, conv, outcome)
 
 
+def begin_run(conv: Conversation, at: float, **changes: Any) -> Conversation:
+    """``conv`` (finished) moved to its next run by a new user message: the ``NEW_RUN`` edge,
+    recorded like every transition. ``changes`` are the new run's fields (messages, counters).
+    """
+    target = NEW_RUN[conv.phase]
+    return _record(conv, target, "user_message", at, stop_reason=None, **changes)
+
+
 async def interrupt(rt: Runtime, conv: Conversation) -> Conversation:
     """``conv`` moved to ``stopped`` / ``user_stop`` without running its phase's action: for
     a run whose caller was cancelled mid-step (the state before the step is consistent)."""
@@ -333,18 +350,31 @@ async def interrupt(rt: Runtime, conv: Conversation) -> Conversation:
 async def _enter(rt: Runtime, conv: Conversation, outcome: Outcome) -> Conversation:
     """The one place that moves a conversation to its next phase."""
     target = EDGES[(conv.phase, type(outcome))]
-    record = TransitionRecord(conv.phase, target, outcome.reason, conv.turn, rt.now())
     messages = conv.messages
     if target is Phase.STOPPED and (pending := conv.pending_tool_calls):
         note = f"Not executed: the run stopped ({outcome.reason}) before this call ran."
         messages = (*messages, *unanswered_results({c.id: c.name for c in pending}, note))
-    conv = attrs.evolve(
+    conv = _record(
         conv,
-        phase=target,
+        target,
+        outcome.reason,
+        rt.now(),
         messages=messages,
         stop_reason=outcome.stop_reason if target.terminal else None,
+    )
+    await rt.entered(conv, conv.transitions[-1], outcome)
+    return conv
+
+
+def _record(
+    conv: Conversation, target: Phase, reason: str, at: float, **changes: Any
+) -> Conversation:
+    """Phase, version and transition log, written together (and nowhere else)."""
+    record = TransitionRecord(conv.phase, target, reason, conv.turn, at)
+    return attrs.evolve(
+        conv,
+        phase=target,
         version=conv.version + 1,
         transitions=(*conv.transitions, record),
+        **changes,
     )
-    await rt.entered(conv, record, outcome)
-    return conv

@@ -51,7 +51,7 @@ class _Edge:
     source: Phase
     target: Phase
     label: str
-    kind: str  # "action" or "guard"
+    kind: str  # "action", "guard" or "new_run"
     impossible: str | None = None  # why the agent's configuration rules it out
 
 
@@ -65,6 +65,8 @@ def _edges(agent: Agent | None) -> list[_Edge]:
                     edges.append(_Edge(source, target, guard.stop_reason.value, "guard"))
         else:
             edges.append(_Edge(source, target, outcome.reason, "action"))
+    for source, target in machine.NEW_RUN.items():  # the next user message
+        edges.append(_Edge(source, target, "user_message", "new_run"))
     return [attrs.evolve(e, impossible=_ruled_out(e, agent)) for e in edges]
 
 

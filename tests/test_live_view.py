@@ -149,6 +149,8 @@ async def test_machine_is_drawn_from_the_transition_table(page: Page, app: Starl
         "awaiting_model -> stopped",
         "executing_tools -> trimming_context",
         "executing_tools -> stopped",
+        "done -> trimming_context",
+        "stopped -> trimming_context",
     ]
     await page.click("#mermaid-source summary")
     await expect(page.locator("#mermaid")).to_be_visible()

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from agentfsm import AsyncOpenAISimpleAgent, Phase, StopReason, tool
-from agentfsm.machine import EDGES, GUARDS, GuardTripped
+from agentfsm.machine import EDGES, GUARDS, NEW_RUN, GuardTripped
 from agentfsm.testing import FakeClock, ScriptedOpenAIServer, call, fault, text, tool_calls
 from agentfsm.viz import (
     machine_dot,
@@ -92,8 +92,8 @@ def test_machine_json_lists_phases_and_unmerged_edges() -> None:
     assert all(p["possible"] for p in data["phases"])
     actions = sum(1 for _, outcome in EDGES if outcome is not GuardTripped)
     guards = sum(len(g.phases) for g in GUARDS)
-    assert len(data["edges"]) == actions + guards
-    assert {e["kind"] for e in data["edges"]} == {"action", "guard"}
+    assert len(data["edges"]) == actions + guards + len(NEW_RUN)
+    assert {e["kind"] for e in data["edges"]} == {"action", "guard", "new_run"}
     assert {
         "from": "executing_tools",
         "to": "stopped",
