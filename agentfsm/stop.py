@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import sys
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar
@@ -181,13 +182,17 @@ class _StopWatch:
 
 
 def _cancelling(task: asyncio.Task[Any]) -> int:
-    """Pending cancellation requests of ``task`` (Python >= 3.11 counts them; 3.10 cannot)."""
-    counter = getattr(task, "cancelling", None)
-    return counter() if counter is not None else 1
+    """Pending cancellation requests of ``task``: counted by Python >= 3.11 only.
+
+    On 3.10 a task cannot tell (back-ported task classes count every cancel of anyio's
+    scopes, which would be misread), so only our own stop is assumed.
+    """
+    if sys.version_info < (3, 11):
+        return 1
+    return task.cancelling()
 
 
 def _uncancel(task: asyncio.Task[Any]) -> None:
     """Withdraw our own cancellation so structured concurrency above us is not confused."""
-    uncancel = getattr(task, "uncancel", None)
-    if uncancel is not None:
-        uncancel()
+    if sys.version_info >= (3, 11):
+        task.uncancel()

@@ -914,11 +914,22 @@ def _parse_docstring(doc: str | None) -> tuple[str, dict[str, str], dict[str, st
 # --- JSON Schema from type hints -------------------------------------------------------------
 
 _NONE_TYPE = type(None)
-_REQUIRED_WRAPPERS = tuple(
-    wrapper
-    for wrapper in (getattr(typing, "Required", None), getattr(typing, "NotRequired", None))
-    if wrapper is not None
-)
+
+
+def _typing_forms(name: str) -> tuple[Any, ...]:
+    """``typing.<name>`` and ``typing_extensions.<name>`` (the latter on Python 3.10)."""
+    forms = [getattr(typing, name, None)]
+    try:
+        import typing_extensions
+    except ImportError:  # pragma: no cover - typing_extensions comes with openai
+        pass
+    else:
+        forms.append(getattr(typing_extensions, name, None))
+    return tuple(dict.fromkeys(form for form in forms if form is not None))
+
+
+_REQUIRED = _typing_forms("Required")
+_REQUIRED_WRAPPERS = _REQUIRED + _typing_forms("NotRequired")
 _ARRAY_ORIGINS: dict[Any, Callable[[Iterable[Any]], Any]] = {
     list: list,
     abc.Sequence: list,
@@ -1199,7 +1210,7 @@ def _class_fields(cls: type, hints: Mapping[str, Any]) -> list[tuple[str, Any, b
     for key, hint in hints.items():
         wrapper = typing.get_origin(hint)
         if wrapper is not None and wrapper in _REQUIRED_WRAPPERS:
-            is_required = wrapper is getattr(typing, "Required", None)
+            is_required = wrapper in _REQUIRED
         else:
             is_required = key in required_keys
         fields.append((key, hint, is_required, attrs.NOTHING))
