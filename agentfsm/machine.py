@@ -235,16 +235,10 @@ async def _request_model(rt: Runtime, conv: Conversation) -> tuple[Conversation,
     if isinstance(reply, ErrorInfo):
         return attrs.evolve(conv, error=reply), RequestFailed()
     assert isinstance(reply, Answer)
-    record = reply.record
     conv = attrs.evolve(
-        conv,
+        conv.with_request(reply.record),
         messages=(*conv.messages, reply.message),
         turn=conv.turn + 1,
-        usage=conv.usage + record.usage,
-        run_usage=conv.run_usage + record.usage,
-        requests=(*conv.requests, record),
-        cost=conv.cost + record.cost,
-        run_cost=conv.run_cost + record.cost,
     )
     if reply.message.interrupted:  # a stop cut a streamed answer: its text is kept above
         return conv, Interrupted()

@@ -171,10 +171,9 @@ class Step:
         assert window is not None
         dropped = _left_out(window)
         previous = conversation.context
-        newly = [
-            i
-            for i in dropped
-            if previous is None or i >= previous.size or i in set(previous.selected)
+        sent_before = set(previous.selected) if previous is not None else set()
+        newly = [  # sent last time (or new since), left out now
+            i for i in dropped if previous is None or i >= previous.size or i in sent_before
         ]
         summary, error = conversation.summary, None
         if agent.context.dropping_strategy == "summary_dropping":
@@ -188,14 +187,9 @@ class Step:
                 else:
                     summary, record = result
                     conversation = attrs.evolve(
-                        conversation,
+                        conversation.with_request(record),
                         summary=summary,
                         summary_upto=max(unsummarized) + 1,
-                        requests=(*conversation.requests, record),
-                        usage=conversation.usage + record.usage,
-                        run_usage=conversation.run_usage + record.usage,
-                        cost=conversation.cost + record.cost,
-                        run_cost=conversation.run_cost + record.cost,
                     )
                     window = agent.fit(conversation)  # the summary costs tokens too
                     assert window is not None
@@ -213,31 +207,32 @@ class Step:
                     error=error,
                 ),
             )
-        overflow = ErrorInfo(type="ContextOverflow", message="") if not window.fits else None
-        if window.truncated or overflow is not None:
-            limit = agent.context.max_context_length or 0
-            if overflow is not None:
-                overflow = ErrorInfo(
-                    type="ContextOverflow",
-                    message=(
-                        f"the request needs {window.tokens} tokens even after dropping and "
-                        f"truncating, more than max_context_length={limit}: the system prompt, "
-                        "tool schemas and newest message alone do not fit"
+        limit = agent.context.max_context_length or 0
+        overflow = (
+            None
+            if window.fits
+            else ErrorInfo(
+                type="ContextOverflow",
+                message=(
+                    f"the request needs {window.tokens} tokens even after dropping and "
+                    f"truncating, more than max_context_length={limit}: the system prompt, "
+                    "tool schemas and newest message alone do not fit"
+                ),
+            )
+        )
+        if (window.truncated or overflow is not None) and self.wants("on_context_overflow"):
+            await self.emit(
+                "on_context_overflow",
+                ContextOverflowEvent(
+                    **self.base(),
+                    tokens_needed=window.tokens,
+                    limit=limit,
+                    truncated=tuple(
+                        f"messages[{i}] cut to {kept} tokens"
+                        for i, kept in sorted(window.truncated.items())
                     ),
-                )
-            if self.wants("on_context_overflow"):
-                await self.emit(
-                    "on_context_overflow",
-                    ContextOverflowEvent(
-                        **self.base(),
-                        tokens_needed=window.tokens,
-                        limit=limit,
-                        truncated=tuple(
-                            f"messages[{i}] cut to {kept} tokens"
-                            for i, kept in sorted(window.truncated.items())
-                        ),
-                    ),
-                )
+                ),
+            )
         return attrs.evolve(conversation, context=window, error=overflow or conversation.error)
 
     async def _summarize(

@@ -240,6 +240,18 @@ class Conversation:
         """The messages of the current (or last) run, starting with its user message."""
         return self.messages[self.run_start :]
 
+    def with_request(self, record: RequestRecord) -> Conversation:
+        """This conversation with one more answered request counted: its record, usage and
+        cost added to the run's and the lifetime totals."""
+        return attrs.evolve(
+            self,
+            requests=(*self.requests, record),
+            usage=self.usage + record.usage,
+            run_usage=self.run_usage + record.usage,
+            cost=self.cost + record.cost,
+            run_cost=self.run_cost + record.cost,
+        )
+
     @property
     def run_requests(self) -> tuple[RequestRecord, ...]:
         """The answered requests of the current (or last) run."""
