@@ -6,20 +6,27 @@ Normal endings of a run (a user stop, a budget, max turns, a failed request) are
     AgentFSMError
     ├── ConfigurationError (ValueError)      an agent or tool defined wrongly, at construction
     │   ├── UnknownHookError                  a hook name that does not exist ("did you mean")
-    │   └── ToolDefinitionError               a tool schema that does not fit its function
+    │   ├── ToolDefinitionError               a tool schema that does not fit its function
+    │   └── MachineDefinitionError            the machine's own tables are malformed (at import)
     ├── InvalidInputError (ValueError)       a bad argument to start / send_message
     │   ├── InvalidHistoryError               a malformed history, with the path of the fault
-    │   └── ChatAccessError                   a stored chat asked for by another user, or
-    │                                         missing
+    │   ├── ChatAccessError                   a stored chat asked for by another user, or
+    │   │                                     missing
+    │   └── MediaError                        an image, audio clip or file that cannot be sent
     ├── ToolArgumentError                     the model sent arguments a tool cannot take
     │                                         (never raised to the caller: the model reads it)
     ├── RunError                              a run cannot go on as asked
     │   ├── ConversationFinishedError         step() on a conversation in done / stopped
     │   ├── RunInProgressError                start() on a conversation that has not finished
-    │   └── ModelRequestError                 a model request failed for good
-    │                                         (only with ``raise_on_error=True``)
+    │   ├── ModelRequestError                 a model request failed for good
+    │   │                                     (only with ``raise_on_error=True``)
+    │   └── IllegalTransitionError            a move the machine's table does not have
+    ├── MalformedReplyError                   a server answered 200 with something that is not
+    │                                         a chat completion (the run stops with ``error``)
     ├── HookError                             a hook raised, with ``raise_hook_errors=True``
-    └── SerializationError (ValueError)       a payload dumps/loads cannot read
+    ├── SerializationError (ValueError)       a payload dumps/loads cannot read
+    └── StoreError                            a store could not do what was asked
+        └── ConcurrentUpdateError             another writer saved the chat first
 """
 
 from __future__ import annotations
@@ -29,15 +36,21 @@ from typing import Any
 __all__ = [
     "AgentFSMError",
     "ChatAccessError",
+    "ConcurrentUpdateError",
     "ConfigurationError",
     "ConversationFinishedError",
     "HookError",
+    "IllegalTransitionError",
     "InvalidHistoryError",
     "InvalidInputError",
+    "MachineDefinitionError",
+    "MalformedReplyError",
+    "MediaError",
     "ModelRequestError",
     "RunError",
     "RunInProgressError",
     "SerializationError",
+    "StoreError",
     "ToolArgumentError",
     "ToolDefinitionError",
     "UnknownHookError",
@@ -80,6 +93,13 @@ class ToolDefinitionError(ConfigurationError):
         self.tool = tool
 
 
+class MachineDefinitionError(ConfigurationError):
+    """The machine's tables are malformed (an unreachable phase, a guard without an edge …).
+
+    Raised at import of ``agentfsm.machine``: a broken table cannot ship.
+    """
+
+
 class InvalidInputError(AgentFSMError, ValueError):
     """An argument passed to ``start`` / ``send_message`` that cannot be used."""
 
@@ -108,6 +128,20 @@ class ChatAccessError(InvalidInputError):
     def __init__(self, chat_id: str, message: str) -> None:
         super().__init__(message)
         self.chat_id = chat_id
+
+
+class MediaError(InvalidInputError):
+    """An image, audio clip or file that cannot be sent to a model.
+
+    Attributes:
+        path: the file concerned, or None for bytes and URLs.
+        reason: what is wrong with it.
+    """
+
+    def __init__(self, reason: str, path: str | None = None) -> None:
+        super().__init__(f"{path}: {reason}" if path is not None else reason)
+        self.path = path
+        self.reason = reason
 
 
 class ToolArgumentError(AgentFSMError):
@@ -168,6 +202,35 @@ class ModelRequestError(RunError):
         self.status: int | None = error.status
 
 
+class IllegalTransitionError(RunError):
+    """A move the machine's table does not have: ``(phase, outcome)`` has no edge.
+
+    A bug in agentfsm (or in a hand-built conversation), never a normal ending.
+
+    Attributes:
+        phase: the phase the conversation was in.
+        outcome: the outcome that had no edge from it.
+    """
+
+    def __init__(self, chat_id: str, phase: str, outcome: str) -> None:
+        super().__init__(
+            chat_id,
+            f"illegal transition for chat {chat_id!r}: no edge from phase {phase!r} "
+            f"on outcome {outcome!r}",
+        )
+        self.phase = phase
+        self.outcome = outcome
+
+
+class MalformedReplyError(AgentFSMError):
+    """The server answered 200 with something that is not a chat completion.
+
+    The run does not raise this: it stops with ``stop_reason = error`` and an ``ErrorInfo``
+    of this type saying what was wrong (``choices[0].message is missing``). It is not retried:
+    the server answered, and would answer the same again.
+    """
+
+
 class HookError(AgentFSMError):
     """A hook raised and the agent was built with ``raise_hook_errors=True``.
 
@@ -182,3 +245,42 @@ class HookError(AgentFSMError):
 
 class SerializationError(AgentFSMError, ValueError):
     """A serialized conversation that cannot be loaded (malformed, or a newer schema)."""
+
+
+class StoreError(AgentFSMError):
+    """A store could not do what was asked; the root of the store exceptions::
+
+        AgentFSMError
+        └── StoreError                 a store could not do what was asked (closed, …)
+            └── ConcurrentUpdateError  another writer saved the chat first
+
+    Attributes:
+        chat_id: the conversation concerned, when there is one.
+    """
+
+    def __init__(self, message: str, chat_id: str | None = None) -> None:
+        super().__init__(message)
+        self.chat_id = chat_id
+
+
+class ConcurrentUpdateError(StoreError):
+    """Another writer saved the chat first: the compare-and-set lost, nothing was written.
+
+    Load the chat again, redo the work on the stored version, and save from that.
+
+    Attributes:
+        chat_id: the conversation concerned.
+        expected_version: the version the save expected (``None``: it expected no chat).
+        actual_version: the version stored when the save ran (``None``: there was no chat).
+    """
+
+    def __init__(self, chat_id: str, expected_version: int | None, actual_version: int | None):
+        expected = "no stored chat" if expected_version is None else f"version {expected_version}"
+        actual = "no stored chat" if actual_version is None else f"version {actual_version}"
+        super().__init__(
+            f"chat {chat_id!r} was changed by another writer: the save expected {expected} "
+            f"but the store holds {actual}; load it again and retry",
+            chat_id,
+        )
+        self.expected_version = expected_version
+        self.actual_version = actual_version

@@ -9,6 +9,7 @@ from typing import Any
 import attrs
 import openai
 
+from agentfsm.errors import MalformedReplyError
 from agentfsm.messages import AssistantMessage, ToolCall, new_tool_call_id
 from agentfsm.state import ErrorInfo, Usage
 
@@ -26,10 +27,6 @@ __all__ = [
 
 # Request fields the agent itself owns; ``request_params`` may not set them.
 RESERVED_PARAMS = frozenset({"messages", "model", "tools", "stream", "stream_options"})
-
-
-class MalformedReplyError(Exception):
-    """The server answered 200 with something that is not a chat completion."""
 
 
 REQUEST_ERRORS = (openai.APIError, MalformedReplyError)

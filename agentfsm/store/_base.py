@@ -13,7 +13,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import attrs
 
-from agentfsm.errors import AgentFSMError, InvalidInputError
+from agentfsm.errors import ConcurrentUpdateError, InvalidInputError, StoreError
 from agentfsm.state import Conversation, Phase
 
 __all__ = [
@@ -32,45 +32,6 @@ Clock = Callable[[], float]
 
 MAX_LIMIT = 1000
 """The largest page ``list()`` returns."""
-
-
-class StoreError(AgentFSMError):
-    """A store could not do what was asked; the root of the store exceptions::
-
-        AgentFSMError
-        └── StoreError                 a store could not do what was asked (closed, …)
-            └── ConcurrentUpdateError  another writer saved the chat first
-
-    Attributes:
-        chat_id: the conversation concerned, when there is one.
-    """
-
-    def __init__(self, message: str, chat_id: str | None = None) -> None:
-        super().__init__(message)
-        self.chat_id = chat_id
-
-
-class ConcurrentUpdateError(StoreError):
-    """Another writer saved the chat first: the compare-and-set lost, nothing was written.
-
-    Load the chat again, redo the work on the stored version, and save from that.
-
-    Attributes:
-        chat_id: the conversation concerned.
-        expected_version: the version the save expected (``None``: it expected no chat).
-        actual_version: the version stored when the save ran (``None``: there was no chat).
-    """
-
-    def __init__(self, chat_id: str, expected_version: int | None, actual_version: int | None):
-        expected = "no stored chat" if expected_version is None else f"version {expected_version}"
-        actual = "no stored chat" if actual_version is None else f"version {actual_version}"
-        super().__init__(
-            f"chat {chat_id!r} was changed by another writer: the save expected {expected} "
-            f"but the store holds {actual}; load it again and retry",
-            chat_id,
-        )
-        self.expected_version = expected_version
-        self.actual_version = actual_version
 
 
 @attrs.frozen(kw_only=True)
