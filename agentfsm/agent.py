@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import difflib
 import inspect
 import os
 import time
+import typing
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
@@ -17,46 +19,36 @@ import structlog
 
 from agentfsm import machine
 from agentfsm.budget import Budget, PricingLike, pricing_function
-from agentfsm.context import ContextSettings, trimming
-from agentfsm.context.counting import TokenCounter, make_counter
+from agentfsm.context import ContextSettings
+from agentfsm.context.counting import TokenCounter
 from agentfsm.errors import (
     ChatAccessError,
+    ConcurrentUpdateError,
     ConfigurationError,
     InvalidInputError,
     ModelRequestError,
     RunInProgressError,
 )
-from agentfsm.executor import ToolExecutor
-from agentfsm.hooks import (
-    Hook,
-    _Hooks,
-)
+from agentfsm.executor import Batch, ToolExecutor
+from agentfsm.hooks import EventSink, Hook, _Emitter, _Hooks
 from agentfsm.media import Audio, File, Image
 from agentfsm.messages import (
     ContentPart,
-    RawPart,
     TextPart,
     UserMessage,
     _content_from_openai,
     history_from_openai,
-    messages_to_openai,
     unanswered_results,
 )
-from agentfsm.providers.openai import (
-    RESERVED_PARAMS,
-    OpenAIChatModel,
-)
+from agentfsm.providers.openai import RESERVED_PARAMS, OpenAIChatModel
 from agentfsm.response import AgentResponse
 from agentfsm.retry import RetryStrategy
-from agentfsm.runtime import EventSink, ModelSlot, Step
-from agentfsm.state import (
-    ContextWindow,
-    Conversation,
-    StopReason,
-    Usage,
-)
+from agentfsm.runtime import Step
+from agentfsm.state import ContextWindow, Conversation, StopReason
 from agentfsm.stop import StopSignalFunction, _StopBoard, _StopSignal
 from agentfsm.tools import Tool, tools_from_registry
+from agentfsm.usage import Usage
+from agentfsm.wiring import ModelSlot, Wiring, lazy_counter
 
 if TYPE_CHECKING:
     from agentfsm.store import Store
@@ -129,10 +121,14 @@ class Agent:
 
     _streaming = False
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> Agent:
+        _check_arguments(cls, args, kwargs)
+        return super().__new__(cls)
+
     def __init__(
         self,
-        *,
         model: str,
+        *,
         agent_name: str = "agent",
         agent_description: str = "",
         api_key: str | None = None,
@@ -197,7 +193,6 @@ class Agent:
         self.description = agent_description
         self.model = model
         self.system_prompt = system_prompt
-        self.limits = machine.Limits(max_turns=max_turns, max_function_calls=max_function_calls)
         self.context = ContextSettings.from_keywords(
             context_handling_method=context_handling_method,
             max_context_length=max_context_length,
@@ -208,21 +203,12 @@ class Agent:
             prompt_when_context_overflow=prompt_when_context_overflow,
             keep_function_calls_in_context=keep_function_calls_in_context,
         )
-        self.counter: TokenCounter = make_counter(self.context.method, model, default_encoding)
-        self._trims = self.context.trims
-        self.tools: tuple[Tool, ...] = tools_from_registry(tool_registry)
-        self._tool_schemas = [t.to_openai() for t in self.tools]
-        self._executor = ToolExecutor(self.tools, concurrently=execute_function_concurrently)
-        self._hooks = _Hooks(hooks, raise_errors=bool(raise_hook_errors))
-        self._stop_signal = (
-            None
-            if manual_stop_signal_function is None
-            else _StopSignal(manual_stop_signal_function, check_for_stop_signal_time)
+        _require(
+            isinstance(default_encoding, str) and default_encoding != "",
+            "default_encoding must be a tiktoken encoding name such as 'o200k_base'",
         )
-        self._stop_board = _StopBoard()
+        self.tools: tuple[Tool, ...] = tools_from_registry(tool_registry)
         self.store = store
-        self._clock = clock
-        self._sleep = sleep
         self.retry_strategy = RetryStrategy.from_value(retry_strategy)
         _require(
             request_timeout is None
@@ -243,37 +229,67 @@ class Agent:
             "budget_control needs pricing=... (USD per million tokens, or a callable): "
             "without prices no cost can be counted against the budget",
         )
-        self.limits = attrs.evolve(self.limits, budget=budget)
-        if client is None:
-            primary_client = _make_client(api_key, base_url)
-        else:  # a copy sharing the caller's connection pool, without the SDK's retries
-            primary_client = client.with_options(max_retries=0)
-        self._slots: tuple[ModelSlot, ...] = (
-            ModelSlot(OpenAIChatModel(primary_client, model, params), price, client is None),
-            *_fallback_slots(fallback_models, primary_client, params, price),
+        self.limits = machine.Limits(
+            max_turns=max_turns, max_function_calls=max_function_calls, budget=budget
         )
-        self._model = self._slots[0].model
         _require(
             summary_model is None or (isinstance(summary_model, str) and summary_model != ""),
             "summary_model must be a non-empty string or None",
         )
-        self._summarizer = OpenAIChatModel(
-            primary_client,
-            summary_model or model,
-            {k: v for k, v in params.items() if k in ("timeout", "temperature")},
+        if client is None:
+            primary_client = _make_client(api_key, base_url)
+        else:  # a copy sharing the caller's connection pool, without the SDK's retries
+            primary_client = client.with_options(max_retries=0)
+        slots = (
+            ModelSlot(OpenAIChatModel(primary_client, model, params), price, client is None),
+            *_fallback_slots(fallback_models, primary_client, params, price),
         )
         self.max_completion_tokens = max_completion_tokens
+        self.wiring = Wiring(
+            name=agent_name,
+            model=model,
+            system_prompt=system_prompt,
+            limits=self.limits,
+            context=self.context,
+            counter_factory=lazy_counter(self.context.method, model, default_encoding),
+            tools=self.tools,
+            tool_schemas=tuple(t.to_openai() for t in self.tools),
+            executor=ToolExecutor(self.tools, concurrently=execute_function_concurrently),
+            hooks=_Hooks(hooks, raise_errors=bool(raise_hook_errors)),
+            stop_board=_StopBoard(),
+            stop_signal=(
+                None
+                if manual_stop_signal_function is None
+                else _StopSignal(manual_stop_signal_function, check_for_stop_signal_time)
+            ),
+            slots=slots,
+            summarizer=OpenAIChatModel(
+                primary_client,
+                summary_model or model,
+                {k: v for k, v in params.items() if k in ("timeout", "temperature")},
+            ),
+            retry_strategy=self.retry_strategy,
+            clock=clock,
+            sleep=sleep,
+            streaming=self._streaming,
+            max_completion_tokens=max_completion_tokens,
+        )
+
+    @property
+    def counter(self) -> TokenCounter:
+        """The token counter of ``context_handling_method`` (tiktoken loads on first use)."""
+        return self.wiring.counter
 
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(agent_name={self.name!r}, model={self.model!r}, "
-            f"base_url={str(self._model.client.base_url)!r}, "
+            f"base_url={str(self.wiring.slots[0].model.client.base_url)!r}, "
             f"tools={[t.name for t in self.tools]!r})"
         )
 
     async def aclose(self) -> None:
         """Close the HTTP client the agent created (a client passed as ``client=`` is yours)."""
-        for slot in self._slots:
+        for slot in self.wiring.slots:
             if slot.owns_client:
                 await slot.model.client.close()
 
@@ -306,10 +322,19 @@ class Agent:
             InvalidInputError: ``message`` is empty or of the wrong type, ``history`` is given
                 with a ``conversation``, or ids disagree with the conversation's.
             RunInProgressError: ``conversation`` has not finished its run.
+            ConfigurationError: the context settings need a tokenizer that cannot be loaded
+                (checked here, on first use, before anything is sent).
         """
         user_message = _user_message(message)
+        if self.context.trims:
+            _ = self.wiring.counter  # loads tiktoken's encoding once: fail before the run
+        if isinstance(history, Conversation):
+            raise InvalidInputError(
+                "history= takes a list of OpenAI chat-format message dicts; to continue a "
+                "Conversation pass it as conversation=..."
+            )
         budget = None if budget_control is None else Budget.from_value(budget_control)
-        if budget is not None and self._slots[0].price is None:
+        if budget is not None and not self.wiring.priced:
             raise InvalidInputError("budget_control needs the agent to have pricing=...")
         if user_id is not None and not isinstance(user_id, str):
             raise InvalidInputError(f"user_id must be a string, got {type(user_id).__name__}")
@@ -317,7 +342,7 @@ class Agent:
             raise InvalidInputError("chat_id must be a non-empty string")
         if conversation is None:
             chat_id = chat_id or uuid.uuid4().hex
-            self._stop_board.clear(chat_id)
+            self.wiring.stop_board.clear(chat_id)
             earlier = history_from_openai(history)
             return Conversation(
                 chat_id=chat_id,
@@ -344,13 +369,13 @@ class Agent:
                 f"conversation {conversation.chat_id!r} is still running "
                 f"({conversation.phase.value}); finish or stop it before a new message",
             )
-        self._stop_board.clear(conversation.chat_id)
+        self.wiring.stop_board.clear(conversation.chat_id)
         messages = conversation.messages
         if pending := conversation.pending_tool_calls:  # defensive: a stop always closes them
             messages = (*messages, *unanswered_results({c.id: c.name for c in pending}))
         return machine.begin_run(
             attrs.evolve(conversation, turn=0),
-            self._clock(),
+            self.wiring.clock(),
             agent_name=self.name,
             messages=(*messages, user_message),
             run_start=len(messages),
@@ -373,26 +398,95 @@ class Agent:
         """
         return await self._step(conversation, debug_print, None)
 
+    def _runtime(
+        self, conversation: Conversation, debug_print: bool, sink: EventSink | None
+    ) -> Step:
+        """The runtime of one step of ``conversation``: the wiring, and where events go."""
+        wiring = self.wiring
+        events = _Emitter(
+            wiring.hooks, wiring.clock, self.name, conversation, debug=debug_print, sink=sink
+        )
+        return Step(wiring, conversation, events)
+
     async def _step(
         self, conversation: Conversation, debug_print: bool, sink: EventSink | None
     ) -> Conversation:
-        runtime = Step(self, conversation, debug_print, sink)
+        """One transition, checkpointed with a store.
+
+        A caller cancelled mid-step (a web framework does that when its client disconnects)
+        leaves a stored chat stopped (``user_stop``, source ``cancelled``) and continuable:
+        the tool results that finished are kept, and a save the cancel caught half-way still
+        lands before the run is stopped from what was saved.
+        """
+        runtime = self._runtime(conversation, debug_print, sink)
         try:
             stepped = await machine.step(runtime, conversation)
-        except asyncio.CancelledError:
-            if self.store is not None:  # the caller gave up: leave a chat that can continue
-                await asyncio.shield(self._abandon(runtime, conversation))
+        except asyncio.CancelledError as error:
+            if self.store is not None:
+                batch = getattr(error, "agentfsm_batch", None)
+                await asyncio.shield(self._abandon(runtime, conversation, batch))
             raise
-        if self.store is not None:  # a checkpoint after every transition
-            await self.store.save(stepped, conversation.version)
+        if self.store is not None:
+            await self._checkpoint(self.store, runtime, stepped, conversation)
         return stepped
 
-    async def _abandon(self, runtime: Step, conversation: Conversation) -> None:
-        """Stop a run whose caller was cancelled mid-step (``user_stop``) and save it, so the
-        stored chat is not left in a phase no worker is running."""
+    async def _checkpoint(
+        self,
+        store: Store,
+        runtime: Step,
+        conversation: Conversation,
+        previous: Conversation | None,
+    ) -> None:
+        """Save ``conversation`` over ``previous`` (compare-and-set on its version).
+
+        The save is shielded: if the caller is cancelled meanwhile it still finishes, and the
+        run is then stopped from whichever state it left stored, so no stored chat is left in
+        a running phase with no worker running it.
+        """
+        expected = previous.version if previous is not None else None
+        save = asyncio.ensure_future(store.save(conversation, expected))
         try:
-            stopped = await machine.interrupt(runtime, conversation)
-            await self.store.save(stopped, conversation.version)  # type: ignore[union-attr]
+            await asyncio.shield(save)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._stop_saved(runtime, save, conversation, previous))
+            raise
+
+    async def _stop_saved(
+        self,
+        runtime: Step,
+        save: asyncio.Future[None],
+        conversation: Conversation,
+        previous: Conversation | None,
+    ) -> None:
+        """After a cancelled caller's save: stop the run of whatever state the save left."""
+        try:
+            await save
+            saved: Conversation | None = conversation
+        except Exception:  # the save failed: the store holds what it held before
+            saved = previous
+        if saved is not None and not saved.finished:
+            await self._abandon(runtime, saved, None)
+
+    async def _abandon(
+        self, runtime: Step, conversation: Conversation, batch: Batch | None
+    ) -> None:
+        """Stop a run whose caller was cancelled mid-step and save it: a tool batch cut short
+        keeps its finished results (``batch``), and its started calls are recorded cancelled
+        (with their error hooks), as a stop records them."""
+        store, expected = self.store, conversation.version
+        if store is None:
+            return
+        try:
+            if batch is not None:
+                context = runtime.tool_context(conversation)
+                await self.wiring.executor.report_cancelled(batch, context, runtime.events)
+                conversation = attrs.evolve(
+                    conversation,
+                    messages=(*conversation.messages, *batch.results),
+                    function_calls=conversation.function_calls + batch.executed,
+                )
+            stopped = await machine.interrupt(runtime, conversation, "cancelled")
+            await store.save(stopped, expected)
         except Exception as error:  # a lost race or a store error: resume() still works
             log.warning("abandoned_run_not_saved", chat_id=conversation.chat_id, error=str(error))
 
@@ -473,23 +567,18 @@ class Agent:
         conversation: Conversation | None,
         budget_control: Budget | Mapping[str, Any] | None,
     ) -> Conversation:
-        """``start``, reading the chat from the store first and saving the new run there."""
-        clear = getattr(self._stop_signal.func, "clear", None) if self._stop_signal else None
-        target = chat_id or (conversation.chat_id if conversation is not None else None)
-        if target and clear is not None and inspect.iscoroutinefunction(clear):
-            await clear(target)  # e.g. RedisStopSignal: a stale stop must not end this run
-        store = self.store
-        if store is None:
-            return self.start(
-                message,
-                history,
-                user_id=user_id,
-                chat_id=chat_id,
-                conversation=conversation,
-                budget_control=budget_control,
-            )
-        chat_id = chat_id or (conversation.chat_id if conversation is not None else None)
-        stored = await store.load(chat_id) if chat_id is not None else None
+        """``start``, reading the chat from the store first and saving the new run there.
+
+        The shared stop signal of the chat is cleared only once the run really starts: a
+        message refused because a run is in progress leaves that run's stop request alone.
+        """
+        if chat_id is not None and (not isinstance(chat_id, str) or not chat_id):
+            raise InvalidInputError("chat_id must be a non-empty string")
+        if chat_id is None and conversation is not None:
+            chat_id = conversation.chat_id
+        store, stored = self.store, None
+        if store is not None and chat_id is not None:
+            stored = await store.load(chat_id)
         if stored is not None:
             if history is not None:
                 raise InvalidInputError(
@@ -504,19 +593,22 @@ class Agent:
                     f"version {stored.version}); if its worker died, agent.resume(chat_id) "
                     "finishes it",
                 )
-        if conversation is not None and stored is not None and stored != conversation:
-            from agentfsm.store import ConcurrentUpdateError
-
-            raise ConcurrentUpdateError(chat_id or "", conversation.version, stored.version)
+            if conversation is not None and stored != conversation:
+                raise ConcurrentUpdateError(stored.chat_id, conversation.version, stored.version)
         conv = self.start(
             message,
-            history if stored is None else None,
+            history,
             user_id=user_id,
             chat_id=chat_id,
             conversation=stored if stored is not None else conversation,
             budget_control=budget_control,
         )
-        await store.save(conv, stored.version if stored is not None else None)
+        signal = self.wiring.stop_signal
+        clear = getattr(signal.func, "clear", None) if signal is not None else None
+        if clear is not None and inspect.iscoroutinefunction(clear):
+            await clear(conv.chat_id)  # e.g. RedisStopSignal: a stale stop must not end this run
+        if store is not None:
+            await self._checkpoint(store, self._runtime(conv, False, None), conv, stored)
         return conv
 
     async def resume(
@@ -544,9 +636,9 @@ class Agent:
     async def _run_started(
         self, conv: Conversation, debug_print: bool, sink: EventSink | None
     ) -> Conversation:
-        """Announce the start transition of a continued conversation, then run it."""
-        if conv.transitions and conv.transitions[-1].reason == "user_message" and conv.turn == 0:
-            await Step(self, conv, debug_print, sink).announce(conv, conv.transitions[-1])
+        """Announce the ``NEW_RUN`` transition of a continued conversation, then run it."""
+        if (record := machine.run_begun(conv)) is not None:
+            await self._runtime(conv, debug_print, sink).announce(conv, record)
         return await self._run(conv, debug_print, sink)
 
     def request_stop(self, chat_id: str) -> None:
@@ -555,7 +647,7 @@ class Agent:
         Safe to call from any thread. A request made while no run is going applies to the
         next step of that chat; starting a new run clears it.
         """
-        self._stop_board.request(chat_id)
+        self.wiring.stop_board.request(chat_id)
 
     # ------------------------------------------------------------------ requests
 
@@ -564,51 +656,77 @@ class Agent:
 
         What ``trimming_context`` decided (``conversation.context``), or every message.
         """
-        window = conversation.context
-        if window is not None and window.size != len(conversation.messages):
-            window = self.fit(conversation)  # decided before messages were added: redo
-        if window is None:
-            messages = messages_to_openai(conversation.messages)
-            if self.system_prompt:
-                messages.insert(0, {"role": "system", "content": self.system_prompt})
-            return messages
-        return trimming.render(
-            conversation.messages,
-            trimming.Fit(selected=window.selected, truncated=window.truncated, notes=window.notes),
-            system_prompt=self.system_prompt,
-            summary=conversation.summary,
-            counter=self.counter,
-        )
+        return self.wiring.request_messages(conversation)
 
     def fit(self, conversation: Conversation, summary: str | None = None) -> ContextWindow | None:
         """What of ``conversation`` fits the context settings (``None``: all of it, as is)."""
-        if not self._trims:
-            return None
-        fitted = trimming.fit(
-            conversation.messages,
-            newest_user=conversation.run_start,
-            system_prompt=self.system_prompt,
-            summary=conversation.summary if summary is None else summary,
-            tools=self._tool_schemas,
-            settings=self.context,
-            counter=self.counter,
-            max_completion_tokens=self.max_completion_tokens,
-        )
-        return ContextWindow(
-            selected=fitted.selected,
-            truncated=fitted.truncated,
-            notes=fitted.notes,
-            tokens=fitted.tokens,
-            fits=fitted.fits,
-            dropped=len(fitted.dropped),
-            size=len(conversation.messages),
-        )
+        return self.wiring.fit(conversation, summary)
 
 
 def _check_owner(conversation: Conversation, user_id: str | None) -> None:
     if user_id is not None and conversation.user_id is not None and user_id != conversation.user_id:
         raise ChatAccessError(
             conversation.chat_id, f"chat {conversation.chat_id!r} belongs to another user"
+        )
+
+
+_PART_TYPES = typing.get_args(ContentPart)
+
+_ALIASES = {  # keywords of other libraries, and what agentfsm calls them
+    "tools": "tool_registry",
+    "functions": "tool_registry",
+    "instructions": "system_prompt",
+    "system": "system_prompt",
+    "name": "agent_name",
+    "max_tokens": "max_completion_tokens",
+    "timeout": "request_timeout",
+    "max_retries": "retry_strategy",
+    "budget": "budget_control",
+    "stop_signal": "manual_stop_signal_function",
+    "model_name": "model",
+}
+
+
+def _check_arguments(cls: type, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+    """Refuse arguments the agent's ``__init__`` chain does not take, saying what to pass
+    instead (a plain ``TypeError`` from Python names neither the fix nor the valid keywords).
+
+    Raises:
+        ConfigurationError: an unknown keyword (with the closest valid one), or more than the
+            model given positionally.
+    """
+    valid: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None or klass is object:
+            continue
+        for param in inspect.signature(init).parameters.values():
+            if param.kind in (param.KEYWORD_ONLY, param.POSITIONAL_OR_KEYWORD):
+                valid.add(param.name)
+    valid.discard("self")
+    if len(args) > 1:
+        raise ConfigurationError(
+            f"{cls.__name__} takes the model as its only positional argument; pass the rest "
+            f"as keywords, e.g. {cls.__name__}(model='gpt-4o-mini', tool_registry=[...])"
+        )
+    if args and "model" in kwargs:
+        raise ConfigurationError("the model was given twice: positionally and as model=")
+    for name in kwargs:
+        if name in valid:
+            continue
+        close = _ALIASES.get(name)
+        if close is None:
+            matches = difflib.get_close_matches(name, sorted(valid), n=1)
+            close = matches[0] if matches else None
+        hint = f" Did you mean {close!r}?" if close else ""
+        raise ConfigurationError(
+            f"{cls.__name__} got an unknown keyword argument {name!r}.{hint} Valid keywords: "
+            f"{', '.join(sorted(valid))}."
+        )
+    if not args and "model" not in kwargs:
+        raise ConfigurationError(
+            f"{cls.__name__} needs a model: {cls.__name__}(model='gpt-4o-mini', ...) "
+            "(or the model as the first positional argument)"
         )
 
 
@@ -712,7 +830,7 @@ def _user_message(message: UserInput) -> UserMessage:
         for i, part in enumerate(message):
             if isinstance(part, str):
                 parts.append(TextPart(part))
-            elif isinstance(part, (TextPart, RawPart)):
+            elif isinstance(part, _PART_TYPES):
                 parts.append(part)
             elif isinstance(part, (Image, Audio, File)):
                 parts.append(part.to_part())

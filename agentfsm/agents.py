@@ -63,7 +63,7 @@ class AsyncOpenAIStreamingAgent(Agent):
 
     _streaming = True
 
-    def __init__(self, *, stream_buffer: int = 64, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, stream_buffer: int = 64, **kwargs: Any) -> None:
         from agentfsm.errors import ConfigurationError
 
         if (
@@ -74,7 +74,7 @@ class AsyncOpenAIStreamingAgent(Agent):
             raise ConfigurationError(
                 f"stream_buffer must be an integer >= 1, got {stream_buffer!r}"
             )
-        super().__init__(**kwargs)
+        super().__init__(*args, **kwargs)
         self.stream_buffer = stream_buffer
 
     async def stream_message(
@@ -122,7 +122,7 @@ class AsyncOpenAIStreamingAgent(Agent):
                         user_id=final.user_id,
                         agent_name=self.name,
                         turn=final.turn,
-                        at=self._clock(),
+                        at=self.wiring.clock(),
                         response=response,
                     )
                 )
@@ -174,10 +174,10 @@ class AsyncOpenAIMultimodalAgent(AsyncOpenAIStreamingAgent):
     :class:`AsyncOpenAIStreamingAgent`.
     """
 
-    def __init__(self, *, stream: bool = False, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, stream: bool = False, **kwargs: Any) -> None:
         from agentfsm.errors import ConfigurationError
 
         if not isinstance(stream, bool):
             raise ConfigurationError("stream must be True or False")
-        super().__init__(**kwargs)
-        self._streaming = stream
+        self._streaming = stream  # read by the wiring, which Agent.__init__ builds
+        super().__init__(*args, **kwargs)

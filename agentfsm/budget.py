@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any, Union
+from typing import Any, Union
 
 import attrs
 
 from agentfsm.errors import ConfigurationError
-
-if TYPE_CHECKING:  # state imports this module (a conversation may carry a Budget)
-    from agentfsm.state import Usage
+from agentfsm.usage import Usage
 
 __all__ = ["Budget", "Pricing", "PricingFunction", "PricingLike", "pricing_function", "to_decimal"]
 

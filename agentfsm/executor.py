@@ -6,24 +6,46 @@ import asyncio
 import json
 import time
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import attrs
 import structlog
 
 from agentfsm.errors import ToolArgumentError
-from agentfsm.hooks import FunctionCallEndEvent, FunctionCallErrorEvent, FunctionCallStartEvent
-from agentfsm.messages import Message, ToolCall, ToolMessage
-from agentfsm.stop import STOPPED
+from agentfsm.hooks import (
+    Emitter,
+    FunctionCallEndEvent,
+    FunctionCallErrorEvent,
+    FunctionCallStartEvent,
+)
+from agentfsm.messages import ToolCall, ToolMessage
+from agentfsm.stop import _Stopped, _StopWatch
 from agentfsm.tools import Tool, ToolContext, format_result
 
-if TYPE_CHECKING:
-    from agentfsm.runtime import Step
-
-__all__ = ["CANCELLED_RESULT", "ToolExecutor"]
+__all__ = ["CANCELLED_RESULT", "Batch", "ToolExecutor"]
 
 log = structlog.get_logger(__name__)
 
 CANCELLED_RESULT = "Cancelled: the run was stopped before this call finished."
+
+
+@attrs.frozen
+class Batch:
+    """One message's tool calls, run: one result per call, in call order.
+
+    Attributes:
+        results: a result for every call, in call order (cancelled ones say so).
+        executed: how many calls ran to an end (a result or an error of their own).
+        stopped: a stop cut the batch short.
+        unfinished: calls that got the cancelled result (their results are still to stream).
+        cancelled: those of them that had started (their error hooks are still to fire).
+    """
+
+    results: tuple[ToolMessage, ...]
+    executed: int
+    stopped: bool
+    unfinished: tuple[ToolCall, ...] = ()
+    cancelled: tuple[ToolCall, ...] = ()
 
 
 class ToolExecutor:
@@ -36,43 +58,65 @@ class ToolExecutor:
         self.concurrently = concurrently
 
     async def run(
-        self, step: Step, calls: Sequence[ToolCall], context: ToolContext
-    ) -> tuple[Sequence[Message], int, bool]:
-        """Results in call order, how many calls ran to an end, and whether a stop cut in."""
+        self,
+        calls: Sequence[ToolCall],
+        context: ToolContext,
+        events: Emitter,
+        watch: _StopWatch,
+    ) -> Batch:
+        """Run ``calls`` under ``watch``; a stop cancels the calls still running.
+
+        When the *caller's* task is cancelled instead, the ``CancelledError`` propagates with
+        the batch as it stood attached as ``error.agentfsm_batch`` (computed without awaiting:
+        a cancelled task must not wait), so the caller can still record every finished result.
+        """
         results: dict[str, ToolMessage] = {}
         started: dict[str, float] = {}
 
         async def run_all() -> None:
             if self.concurrently and len(calls) > 1:
                 await asyncio.gather(
-                    *(self._run_one(step, c, context, results, started) for c in calls)
+                    *(self._run_one(c, context, events, results, started) for c in calls)
                 )
             else:
                 for call in calls:
-                    await self._run_one(step, call, context, results, started)
+                    await self._run_one(call, context, events, results, started)
 
-        stopped = await step.watch.run(run_all()) is STOPPED
-        ordered: list[Message] = []
-        for call in calls:
-            result = results.get(call.id)
-            if result is None:
-                result = ToolMessage(call.id, CANCELLED_RESULT, tool_name=call.name, is_error=True)
-                if call.id in started:
-                    await self._report_error(
-                        step, call, {}, asyncio.CancelledError(), result.content, started[call.id]
-                    )
-                await step.tool_result(result)
-            ordered.append(result)
-        return ordered, len(results), stopped
+        try:
+            stopped = isinstance(await watch.run(run_all()), _Stopped)
+        except asyncio.CancelledError as error:
+            error.agentfsm_batch = _settle(calls, results, started, stopped=True)  # type: ignore[attr-defined]
+            raise
+        batch = _settle(calls, results, started, stopped=stopped)
+        await self.report_cancelled(batch, context, events, started)
+        return batch
+
+    async def report_cancelled(
+        self,
+        batch: Batch,
+        context: ToolContext,
+        events: Emitter,
+        started: Mapping[str, float] | None = None,
+    ) -> None:
+        """Fire the error hooks of the batch's cancelled calls and stream their results."""
+        by_id = {r.tool_call_id: r for r in batch.results}
+        for call in batch.unfinished:
+            result = by_id[call.id]
+            if call in batch.cancelled:
+                began = (started or {}).get(call.id, time.perf_counter())
+                error = asyncio.CancelledError()
+                await _report_error(events, context, call, {}, error, result, began)
+            await events.tool_result(result, context.turn)
 
     async def _run_one(
         self,
-        step: Step,
         call: ToolCall,
         context: ToolContext,
+        events: Emitter,
         results: dict[str, ToolMessage],
         started: dict[str, float],
     ) -> None:
+        """Validate, run and record one call; every failure becomes a result the model reads."""
         began = time.perf_counter()
         tool = self.tools.get(call.name)
         try:
@@ -83,10 +127,11 @@ class ToolExecutor:
                 )
             prepared = tool.prepare(call.arguments)
         except ToolArgumentError as error:
-            content = f"Error: {error}"
-            results[call.id] = ToolMessage(call.id, content, tool_name=call.name, is_error=True)
-            await self._report_error(step, call, _loose(call.arguments), error, content, began)
-            await step.tool_result(results[call.id])
+            results[call.id] = _error_result(call, f"Error: {error}")
+            await _report_error(
+                events, context, call, _loose(call.arguments), error, results[call.id], began
+            )
+            await events.tool_result(results[call.id], context.turn)
             return
         if prepared.ignored:
             log.warning(
@@ -95,11 +140,11 @@ class ToolExecutor:
                 chat_id=context.chat_id,
                 names=list(prepared.ignored),
             )
-        if step.wants("on_function_call_start"):
-            await step.emit(
+        if events.wants("on_function_call_start"):
+            await events.emit(
                 "on_function_call_start",
                 FunctionCallStartEvent(
-                    **step.base(),
+                    **events.fields(context.turn),
                     tool_name=call.name,
                     call_id=call.id,
                     arguments=prepared.arguments,
@@ -108,20 +153,21 @@ class ToolExecutor:
         started[call.id] = began
         try:
             value = await tool.invoke(prepared, context)
+            content = format_result(value)
         except Exception as error:
-            content = f"Error: {type(error).__name__}: {error}"
-            results[call.id] = ToolMessage(call.id, content, tool_name=call.name, is_error=True)
-            await self._report_error(step, call, prepared.arguments, error, content, began)
-            await step.tool_result(results[call.id])
+            results[call.id] = _error_result(call, f"Error: {type(error).__name__}: {error}")
+            await _report_error(
+                events, context, call, prepared.arguments, error, results[call.id], began
+            )
+            await events.tool_result(results[call.id], context.turn)
             return
-        content = format_result(value)
         results[call.id] = ToolMessage(call.id, content, tool_name=call.name)
-        await step.tool_result(results[call.id])
-        if step.wants("on_function_call_end"):
-            await step.emit(
+        await events.tool_result(results[call.id], context.turn)
+        if events.wants("on_function_call_end"):
+            await events.emit(
                 "on_function_call_end",
                 FunctionCallEndEvent(
-                    **step.base(),
+                    **events.fields(context.turn),
                     tool_name=call.name,
                     call_id=call.id,
                     arguments=prepared.arguments,
@@ -131,41 +177,66 @@ class ToolExecutor:
                 ),
             )
 
-    async def _report_error(
-        self,
-        step: Step,
-        call: ToolCall,
-        arguments: Mapping[str, Any],
-        error: BaseException,
-        content: str,
-        began: float,
-    ) -> None:
-        log.warning(
-            "tool_call_failed",
-            tool=call.name,
-            call_id=call.id,
-            chat_id=step.chat_id,
-            error_type=type(error).__name__,
+
+def _settle(
+    calls: Sequence[ToolCall],
+    results: Mapping[str, ToolMessage],
+    started: Mapping[str, float],
+    *,
+    stopped: bool,
+) -> Batch:
+    """The batch as it stands, in call order: a cancelled result for every call that did not
+    finish (started or not)."""
+    unfinished = tuple(c for c in calls if c.id not in results)
+    return Batch(
+        results=tuple(results.get(c.id) or _error_result(c, CANCELLED_RESULT) for c in calls),
+        executed=len(calls) - len(unfinished),
+        stopped=stopped,
+        unfinished=unfinished,
+        cancelled=tuple(c for c in unfinished if c.id in started),
+    )
+
+
+def _error_result(call: ToolCall, content: str) -> ToolMessage:
+    return ToolMessage(call.id, content, tool_name=call.name, is_error=True)
+
+
+async def _report_error(
+    events: Emitter,
+    context: ToolContext,
+    call: ToolCall,
+    arguments: Mapping[str, Any],
+    error: BaseException,
+    result: ToolMessage,
+    began: float,
+) -> None:
+    """Log a failed call and fire ``on_function_call_error``."""
+    log.warning(
+        "tool_call_failed",
+        tool=call.name,
+        call_id=call.id,
+        chat_id=context.chat_id,
+        error_type=type(error).__name__,
+    )
+    if events.wants("on_function_call_error"):
+        await events.emit(
+            "on_function_call_error",
+            FunctionCallErrorEvent(
+                **events.fields(context.turn),
+                tool_name=call.name,
+                call_id=call.id,
+                arguments=arguments,
+                error=error,
+                content=result.content,
+                duration=time.perf_counter() - began,
+            ),
         )
-        if step.wants("on_function_call_error"):
-            await step.emit(
-                "on_function_call_error",
-                FunctionCallErrorEvent(
-                    **step.base(),
-                    tool_name=call.name,
-                    call_id=call.id,
-                    arguments=arguments,
-                    error=error,
-                    content=content,
-                    duration=time.perf_counter() - began,
-                ),
-            )
 
 
 def _loose(arguments: str) -> Mapping[str, Any]:
     """The arguments as parsed as they can be, for the error hook (never raises)."""
     try:
         value = json.loads(arguments)
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}
     return value if isinstance(value, dict) else {}

@@ -5,15 +5,16 @@ from __future__ import annotations
 import difflib
 import inspect
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 import attrs
 import structlog
 
+from agentfsm.budget import Budget
 from agentfsm.errors import ConfigurationError, HookError, UnknownHookError
-from agentfsm.messages import AssistantMessage, Message, ToolCall
+from agentfsm.messages import AssistantMessage, Message, ToolCall, ToolMessage
 from agentfsm.state import Conversation, ErrorInfo, Phase, TransitionRecord, Usage
 
 if TYPE_CHECKING:
@@ -25,6 +26,7 @@ __all__ = [
     "BeforeRequestEvent",
     "BudgetExceededEvent",
     "ContextOverflowEvent",
+    "Emitter",
     "Event",
     "FallbackEvent",
     "FinalResponseEvent",
@@ -36,6 +38,7 @@ __all__ = [
     "MaxTurnsReachedEvent",
     "MessageDroppedEvent",
     "RetryEvent",
+    "StopFacts",
     "TokenEvent",
     "ToolCallEvent",
     "ToolResultEvent",
@@ -62,6 +65,28 @@ class Event:
     agent_name: str
     turn: int
     at: float
+
+
+@attrs.frozen(kw_only=True)
+class StopFacts:
+    """What the runtime knows when a guard trips (or warns): what a stop event is built from.
+
+    Attributes:
+        conversation: the conversation after the transition (before it, for a warning).
+        phase: the phase the run was in when the guard held.
+        stopped: the run stops (a guard that does not bind only warns).
+        source: who asked for a stop: ``"request_stop"``, ``"stop_signal_function"`` or
+            ``"cancelled"`` (the caller's task was cancelled).
+        max_turns: the agent's ``max_turns``.
+        budget: the run's budget, if any.
+    """
+
+    conversation: Conversation
+    phase: Phase
+    stopped: bool = True
+    source: str = "request_stop"
+    max_turns: int = 0
+    budget: Budget | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -214,6 +239,11 @@ class MaxTurnsReachedEvent(Event):
 
     max_turns: int
 
+    @classmethod
+    def from_stop(cls, fields: Mapping[str, Any], facts: StopFacts) -> MaxTurnsReachedEvent:
+        """The event of the ``max_turns`` guard."""
+        return cls(**fields, max_turns=facts.max_turns)
+
 
 @attrs.frozen(kw_only=True)
 class ManualStopEvent(Event):
@@ -221,11 +251,18 @@ class ManualStopEvent(Event):
 
     Attributes:
         phase: the phase the run was in.
-        source: ``"request_stop"`` or ``"stop_signal_function"``.
+        source: ``"request_stop"``, ``"stop_signal_function"``, or ``"cancelled"`` when the
+            task running the chat was cancelled (a web framework does that when the client
+            disconnects).
     """
 
     phase: Phase
     source: str
+
+    @classmethod
+    def from_stop(cls, fields: Mapping[str, Any], facts: StopFacts) -> ManualStopEvent:
+        """The event of a stop (the ``stop_requested`` guard, or an action cut short)."""
+        return cls(**fields, phase=facts.phase, source=facts.source)
 
 
 @attrs.frozen(kw_only=True)
@@ -271,6 +308,18 @@ class BudgetExceededEvent(Event):
     budget: Decimal
     reserve: Decimal
     stopped: bool
+
+    @classmethod
+    def from_stop(cls, fields: Mapping[str, Any], facts: StopFacts) -> BudgetExceededEvent:
+        """The event of the ``budget_exhausted`` guard (``stopped=False`` when it warns)."""
+        budget = facts.budget
+        return cls(
+            **fields,
+            spent=facts.conversation.cost,
+            budget=budget.max_budget_for_this_chat if budget is not None else Decimal(0),
+            reserve=budget.reserved_budget if budget is not None else Decimal(0),
+            stopped=facts.stopped,
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -352,6 +401,97 @@ class _Hooks:
                     error_type=type(error).__name__,
                     error=str(error),
                 )
+
+
+class Emitter(Protocol):
+    """Where the runtime and the tool executor send events: the hooks, the stream's consumer
+    and the ``debug_print`` trace. What an event says never depends on who listens."""
+
+    def wants(self, name: str) -> bool:
+        """True if anyone listens to hook ``name`` (so its event is worth building)."""
+        ...
+
+    def fields(self, turn: int) -> dict[str, Any]:
+        """The fields every event carries (chat, user, agent, ``turn``, time)."""
+        ...
+
+    async def emit(self, name: str, event: Event) -> None:
+        """Fire hook ``name`` with ``event`` (and print it with ``debug_print``)."""
+        ...
+
+    async def stream(self, event: Event) -> None:
+        """Hand ``event`` to the stream's consumer, if there is one."""
+        ...
+
+    async def tool_result(self, message: ToolMessage, turn: int) -> None:
+        """A tool call has its result: tell the stream's consumer, if there is one."""
+        ...
+
+
+EventSink = Callable[[Event], Awaitable[None]]
+"""Where a streamed run sends its events (the consumer of ``stream_message``)."""
+
+
+class _Emitter:
+    """The :class:`Emitter` of one step: one chat's identity bound to the agent's hooks."""
+
+    __slots__ = ("_agent_name", "_chat_id", "_clock", "_debug", "_hooks", "_sink", "_user_id")
+
+    def __init__(
+        self,
+        hooks: _Hooks,
+        clock: Callable[[], float],
+        agent_name: str,
+        conversation: Conversation,
+        *,
+        debug: bool = False,
+        sink: EventSink | None = None,
+    ) -> None:
+        self._hooks = hooks
+        self._clock = clock
+        self._agent_name = agent_name
+        self._chat_id = conversation.chat_id
+        self._user_id = conversation.user_id
+        self._debug = _DebugPrinter() if debug else None
+        self._sink = sink
+
+    @property
+    def streaming(self) -> bool:
+        """A consumer reads this run's events as they happen (``stream_message``)."""
+        return self._sink is not None
+
+    def wants(self, name: str) -> bool:
+        return self._debug is not None or self._hooks.wants(name)
+
+    def fields(self, turn: int) -> dict[str, Any]:
+        return {
+            "chat_id": self._chat_id,
+            "user_id": self._user_id,
+            "agent_name": self._agent_name,
+            "turn": turn,
+            "at": self._clock(),
+        }
+
+    async def emit(self, name: str, event: Event) -> None:
+        if self._debug is not None:
+            self._debug(name, event)
+        await self._hooks.fire(name, event)
+
+    async def stream(self, event: Event) -> None:
+        if self._sink is not None:
+            await self._sink(event)
+
+    async def tool_result(self, message: ToolMessage, turn: int) -> None:
+        if self._sink is not None:
+            await self._sink(
+                ToolResultEvent(
+                    **self.fields(turn),
+                    call_id=message.tool_call_id,
+                    tool_name=message.tool_name or "",
+                    content=message.content,
+                    is_error=message.is_error,
+                )
+            )
 
 
 class _DebugPrinter:

@@ -14,7 +14,12 @@ from typing import Any, ClassVar, Protocol
 import attrs
 
 from agentfsm.budget import Budget
-from agentfsm.errors import ConversationFinishedError
+from agentfsm.errors import (
+    ConversationFinishedError,
+    IllegalTransitionError,
+    MachineDefinitionError,
+)
+from agentfsm.hooks import HOOK_EVENTS
 from agentfsm.messages import AssistantMessage, Message, ToolCall, unanswered_results
 from agentfsm.state import (
     Conversation,
@@ -24,7 +29,7 @@ from agentfsm.state import (
     StopReason,
     TransitionRecord,
 )
-from agentfsm.stop import STOPPED, _Stopped
+from agentfsm.stop import _Stopped
 
 __all__ = [
     "ACTIONS",
@@ -38,13 +43,16 @@ __all__ = [
     "GuardTripped",
     "Interrupted",
     "Limits",
+    "NewMessage",
     "Outcome",
     "RequestFailed",
     "Runtime",
     "ToolCallsRequested",
     "ToolsFinished",
     "begin_run",
+    "check_tables",
     "interrupt",
+    "run_begun",
     "step",
 ]
 
@@ -58,6 +66,8 @@ class Outcome:
 
     reason: ClassVar[str]
     stop_reason: ClassVar[StopReason | None] = None
+    hook: ClassVar[str | None] = None
+    """The named hook entering its edge fires, besides ``on_transition``."""
 
 
 @attrs.frozen
@@ -91,10 +101,13 @@ class ToolsFinished(Outcome):
 
 @attrs.frozen
 class Interrupted(Outcome):
-    """A stop signal cancelled the running action."""
+    """A stop cancelled the running action (``source``: who stopped it, when not the stop
+    watch: ``"cancelled"`` for a caller whose task was cancelled)."""
 
     reason = "user_stop"
     stop_reason = StopReason.USER_STOP
+    hook = "on_manual_stop"
+    source: str | None = None
 
 
 @attrs.frozen
@@ -119,6 +132,17 @@ class GuardTripped(Outcome):
     def stop_reason(self) -> StopReason:  # type: ignore[override]
         return self.guard.stop_reason
 
+    @property
+    def hook(self) -> str | None:  # type: ignore[override]
+        return self.guard.hook
+
+
+@attrs.frozen
+class NewMessage(Outcome):
+    """A new user message starts the next run of a finished conversation (``NEW_RUN``)."""
+
+    reason = "user_message"
+
 
 # --------------------------------------------------------------------------- guards
 
@@ -138,34 +162,66 @@ class Limits:
 
 def _budget_exhausted(conv: Conversation, limits: Limits, stop: bool) -> bool:
     budget = limits.budget_of(conv)
-    return budget is not None and budget.stop_on_budget_exceeded and budget.exhausted(conv.cost)
+    return budget is not None and budget.exhausted(conv.cost)
+
+
+def _budget_binding(conv: Conversation, limits: Limits) -> bool:
+    budget = limits.budget_of(conv)
+    return budget is not None and budget.stop_on_budget_exceeded
+
+
+def _always(conv: Conversation, limits: Limits) -> bool:
+    return True
 
 
 @attrs.frozen
 class Guard:
-    """A predicate checked before the action of each of ``phases``."""
+    """A predicate checked before the action of each of ``phases``.
+
+    Attributes:
+        name: what the guard checks, for logs and diagrams.
+        stop_reason: the run's ``stop_reason`` when it trips.
+        phases: the phases before whose action it is checked.
+        holds: ``(conversation, limits, stop requested) -> bool``; reads, never writes.
+        hook: the named hook fired when it holds (besides ``on_transition``); its event
+            class builds itself from the stop's facts (``Event.from_stop``).
+        binding: ``(conversation, limits) -> bool``: whether holding stops the run. A guard
+            that holds without binding only fires its hook, and the action runs (a budget
+            with ``stop_on_budget_exceeded=False`` warns).
+    """
 
     name: str
     stop_reason: StopReason
     phases: frozenset[Phase]
     holds: Callable[[Conversation, Limits, bool], bool]
+    hook: str | None = None
+    binding: Callable[[Conversation, Limits], bool] = _always
 
 
 _ACTIVE = frozenset({Phase.TRIMMING_CONTEXT, Phase.AWAITING_MODEL, Phase.EXECUTING_TOOLS})
 
 GUARDS: Sequence[Guard] = (  # priority order: the first that holds wins
-    Guard("stop_requested", StopReason.USER_STOP, _ACTIVE, lambda c, lim, stop: stop),
+    Guard(
+        "stop_requested",
+        StopReason.USER_STOP,
+        _ACTIVE,
+        lambda c, lim, stop: stop,
+        hook="on_manual_stop",
+    ),
     Guard(
         "budget_exhausted",
         StopReason.BUDGET_EXCEEDED,
         frozenset({Phase.AWAITING_MODEL}),
         _budget_exhausted,
+        hook="on_budget_exceeded",
+        binding=_budget_binding,
     ),
     Guard(
         "max_turns",
         StopReason.MAX_TURNS,
         frozenset({Phase.AWAITING_MODEL}),
         lambda c, lim, stop: c.turn >= lim.max_turns,
+        hook="on_max_turns_reached",
     ),
     Guard(
         "context_overflow",
@@ -205,9 +261,16 @@ class Runtime(Protocol):
         self, conversation: Conversation, calls: Sequence[ToolCall]
     ) -> tuple[Sequence[Message], int, bool]: ...
 
+    async def warned(self, conversation: Conversation, guard: Guard) -> None:
+        """``guard`` held but does not bind: fire its hook (the run goes on)."""
+        ...
+
     async def entered(
         self, conversation: Conversation, record: TransitionRecord, outcome: Outcome
-    ) -> None: ...
+    ) -> None:
+        """``conversation`` entered its phase by ``record``: fire ``on_transition``, the
+        outcome's own hook (``outcome.hook``) and, for a finished run, ``on_final_response``."""
+        ...
 
 
 @attrs.frozen
@@ -230,11 +293,10 @@ async def _fit_context(rt: Runtime, conv: Conversation) -> tuple[Conversation, O
 
 async def _request_model(rt: Runtime, conv: Conversation) -> tuple[Conversation, Outcome]:
     reply = await rt.request(conv)
-    if reply is STOPPED:
+    if isinstance(reply, _Stopped):
         return conv, Interrupted()
     if isinstance(reply, ErrorInfo):
         return attrs.evolve(conv, error=reply), RequestFailed()
-    assert isinstance(reply, Answer)
     conv = attrs.evolve(
         conv.with_request(reply.record),
         messages=(*conv.messages, reply.message),
@@ -279,33 +341,63 @@ EDGES: Mapping[tuple[Phase, type[Outcome]], Phase] = {
 }
 """``(phase, outcome type) -> next phase``. A missing key is an illegal move."""
 
-NEW_RUN: Mapping[Phase, Phase] = {
-    Phase.DONE: Phase.TRIMMING_CONTEXT,
-    Phase.STOPPED: Phase.TRIMMING_CONTEXT,
+NEW_RUN: Mapping[tuple[Phase, type[Outcome]], Phase] = {
+    (Phase.DONE, NewMessage): Phase.TRIMMING_CONTEXT,
+    (Phase.STOPPED, NewMessage): Phase.TRIMMING_CONTEXT,
 }
-"""A new user message starts the next run of a finished conversation (reason
-``user_message``); a new conversation starts in ``trimming_context`` with no transition."""
+"""A new user message starts the next run of a finished conversation (``NewMessage``, reason
+``user_message``); a new conversation starts in ``trimming_context`` with no transition.
+Kept apart from ``EDGES``: ``step()`` never takes these, only ``begin_run`` does."""
 
 
-def _check_tables() -> None:
-    """The machine is well formed: run once at import, so a broken table cannot ship."""
-    sources = {phase for phase, _ in EDGES}
-    assert sources == set(ACTIONS), "every phase with an action has edges, and only those"
-    assert not any(phase.terminal for phase in sources), "terminal phases have no edges"
-    for guard in GUARDS:
-        for phase in guard.phases:
-            assert (phase, GuardTripped) in EDGES, f"guard {guard.name} has no edge from {phase}"
+def check_tables(
+    edges: Mapping[tuple[Phase, type[Outcome]], Phase] = EDGES,
+    guards: Sequence[Guard] = GUARDS,
+    actions: Mapping[Phase, Action] = ACTIONS,
+    new_run: Mapping[tuple[Phase, type[Outcome]], Phase] = NEW_RUN,
+) -> None:
+    """The machine is well formed: run once at import, so a broken table cannot ship.
+
+    Raises:
+        MachineDefinitionError: what is wrong, naming the phase, guard or edge.
+    """
+    sources = {phase for phase, _ in edges}
+    if sources != set(actions):
+        raise MachineDefinitionError(
+            "every phase with an action has edges, and only those: "
+            f"edges leave {sorted(sources)}, actions exist for {sorted(actions)}"
+        )
+    if terminal := sorted(phase for phase in sources if phase.terminal):
+        raise MachineDefinitionError(f"terminal phases have no edges, but {terminal} do")
+    for guard in guards:
+        for phase in sorted(guard.phases):
+            if (phase, GuardTripped) not in edges:
+                raise MachineDefinitionError(f"guard {guard.name!r} has no edge from {phase}")
+    hooked = [(f"guard {g.name!r}", g.hook) for g in guards]
+    hooked += [(f"outcome {o.__name__}", o.hook) for _, o in edges if o is not GuardTripped]
+    for what, hook in hooked:
+        if hook is not None and not hasattr(HOOK_EVENTS.get(hook), "from_stop"):
+            raise MachineDefinitionError(
+                f"{what} fires {hook!r}, which needs an event class in hooks.HOOK_EVENTS "
+                "with a from_stop(fields, facts) constructor"
+            )
+    for (source, _), target in new_run.items():
+        if not source.terminal or target.terminal:
+            raise MachineDefinitionError(
+                f"a new run leaves a finished phase for a running one, not {source} -> {target}"
+            )
     reachable, frontier = {Phase.TRIMMING_CONTEXT}, [Phase.TRIMMING_CONTEXT]
     while frontier:
         phase = frontier.pop()
-        for (source, _), target in EDGES.items():
+        for (source, _), target in edges.items():
             if source is phase and target not in reachable:
                 reachable.add(target)
                 frontier.append(target)
-    assert reachable == set(Phase), f"unreachable phases: {set(Phase) - reachable}"
+    if unreachable := sorted(set(Phase) - reachable):
+        raise MachineDefinitionError(f"unreachable phases: {unreachable}")
 
 
-_check_tables()
+check_tables()
 
 
 # --------------------------------------------------------------------------- step
@@ -322,7 +414,9 @@ async def step(rt: Runtime, conv: Conversation) -> Conversation:
     stop = await rt.stop_requested()
     for guard in GUARDS:
         if conv.phase in guard.phases and guard.holds(conv, rt.limits, stop):
-            return await _enter(rt, conv, GuardTripped(guard))
+            if guard.binding(conv, rt.limits):
+                return await _enter(rt, conv, GuardTripped(guard))
+            await rt.warned(conv, guard)
     conv, outcome = await ACTIONS[conv.phase](rt, conv)
     return await _enter(rt, conv, outcome)
 
@@ -330,20 +424,35 @@ async def step(rt: Runtime, conv: Conversation) -> Conversation:
 def begin_run(conv: Conversation, at: float, **changes: Any) -> Conversation:
     """``conv`` (finished) moved to its next run by a new user message: the ``NEW_RUN`` edge,
     recorded like every transition. ``changes`` are the new run's fields (messages, counters).
+
+    Raises:
+        IllegalTransitionError: ``conv`` has not finished its run.
     """
-    target = NEW_RUN[conv.phase]
-    return _record(conv, target, "user_message", at, stop_reason=None, **changes)
+    target = _target(NEW_RUN, conv, NewMessage())
+    return _record(conv, target, NewMessage.reason, at, stop_reason=None, **changes)
 
 
-async def interrupt(rt: Runtime, conv: Conversation) -> Conversation:
+def run_begun(conv: Conversation) -> TransitionRecord | None:
+    """The ``NEW_RUN`` transition that began ``conv``'s run, while no step has followed it
+    (what a caller announces before stepping), else ``None``."""
+    if not conv.transitions:
+        return None
+    last = conv.transitions[-1]
+    for (source, outcome), target in NEW_RUN.items():
+        if (last.from_phase, last.to_phase, last.reason) == (source, target, outcome.reason):
+            return last
+    return None
+
+
+async def interrupt(rt: Runtime, conv: Conversation, source: str) -> Conversation:
     """``conv`` moved to ``stopped`` / ``user_stop`` without running its phase's action: for
     a run whose caller was cancelled mid-step (the state before the step is consistent)."""
-    return await _enter(rt, conv, Interrupted())
+    return await _enter(rt, conv, Interrupted(source))
 
 
 async def _enter(rt: Runtime, conv: Conversation, outcome: Outcome) -> Conversation:
-    """The one place that moves a conversation to its next phase."""
-    target = EDGES[(conv.phase, type(outcome))]
+    """The one place that moves a conversation to its next phase (and fires its hooks)."""
+    target = _target(EDGES, conv, outcome)
     messages = conv.messages
     if target is Phase.STOPPED and (pending := conv.pending_tool_calls):
         note = f"Not executed: the run stopped ({outcome.reason}) before this call ran."
@@ -358,6 +467,20 @@ async def _enter(rt: Runtime, conv: Conversation, outcome: Outcome) -> Conversat
     )
     await rt.entered(conv, conv.transitions[-1], outcome)
     return conv
+
+
+def _target(
+    table: Mapping[tuple[Phase, type[Outcome]], Phase], conv: Conversation, outcome: Outcome
+) -> Phase:
+    """The phase ``outcome`` leads to from ``conv``'s phase in ``table``.
+
+    Raises:
+        IllegalTransitionError: the table has no such move.
+    """
+    try:
+        return table[(conv.phase, type(outcome))]
+    except KeyError:
+        raise IllegalTransitionError(conv.chat_id, conv.phase.value, outcome.reason) from None
 
 
 def _record(

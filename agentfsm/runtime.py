@@ -1,174 +1,108 @@
-"""The runtime of one step: the agent's collaborators bound to one conversation."""
+"""The runtime of one step: an agent's wiring bound to one conversation (the machine's effects).
+
+``machine.step`` decides; this module does what its actions ask (fit the context, ask the
+models, run the tools) and fires the hooks its transitions call for. It reads the agent only
+through its :class:`~agentfsm.wiring.Wiring`, and carries nothing from one call to the next:
+partial results (a cut stream, a cancelled batch) travel as return values.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 import structlog
 
 from agentfsm import machine
-from agentfsm.budget import Budget
+from agentfsm.context.summary import summary_request
 from agentfsm.hooks import (
+    HOOK_EVENTS,
     AfterRequestEvent,
     BeforeRequestEvent,
-    BudgetExceededEvent,
     ContextOverflowEvent,
     Event,
     FallbackEvent,
     FinalResponseEvent,
-    ManualStopEvent,
-    MaxTurnsReachedEvent,
     MessageDroppedEvent,
     RetryEvent,
+    StopFacts,
     TokenEvent,
     ToolCallEvent,
-    ToolResultEvent,
     TransitionEvent,
-    _DebugPrinter,
+    _Emitter,
 )
-from agentfsm.messages import (
-    AssistantMessage,
-    Message,
-    TextPart,
-    ToolCall,
-    ToolMessage,
-)
-from agentfsm.providers.openai import (
-    REQUEST_ERRORS,
-    ModelReply,
-    OpenAIChatModel,
-    StreamBuffer,
-    error_info,
-)
+from agentfsm.messages import Message, ToolCall
+from agentfsm.providers.openai import REQUEST_ERRORS, ModelReply, StreamBuffer, error_info
 from agentfsm.response import AgentResponse
 from agentfsm.retry import classify
 from agentfsm.state import (
     ContextWindow,
     Conversation,
     ErrorInfo,
+    Phase,
     RequestRecord,
     StopReason,
     TransitionRecord,
-    Usage,
 )
-from agentfsm.stop import _Stopped, _StopWatch
+from agentfsm.stop import STOPPED, _Stopped, _StopWatch
 from agentfsm.tools import ToolContext
+from agentfsm.wiring import ModelSlot, Wiring
 
-if TYPE_CHECKING:
-    from agentfsm.agent import Agent
-
-__all__ = ["EventSink", "ModelSlot", "Step"]
+__all__ = ["Step"]
 
 log = structlog.get_logger(__name__)
 
-EventSink = Callable[[Event], Awaitable[None]]
-"""Where a streamed run sends its events (the consumer of ``stream_message``)."""
-
 
 @attrs.frozen
-class ModelSlot:
-    """A model the agent may ask: the primary, then each fallback."""
+class _Answered:
+    """A request one of the models answered: the reply, who answered, after how many tries."""
 
-    model: OpenAIChatModel
-    price: Callable[[str, Usage], Decimal] | None
-    owns_client: bool
+    reply: ModelReply
+    slot: ModelSlot
+    attempts: int
 
 
 class Step:
-    """The runtime of one ``step()``: the agent's collaborators bound to one conversation."""
+    """The runtime of one ``step()``: the machine's :class:`~agentfsm.machine.Runtime`.
 
-    __slots__ = (
-        "agent",
-        "attempt",
-        "buffer",
-        "chat_id",
-        "debug",
-        "limits",
-        "sink",
-        "slot_index",
-        "turn",
-        "user_id",
-        "watch",
-    )
+    Built per step from the agent's wiring, the conversation's identity and where its events
+    go. Its only state is the stop watch (which source said stop, once one has).
+    """
 
-    def __init__(
-        self,
-        agent: Agent,
-        conversation: Conversation,
-        debug: bool,
-        sink: EventSink | None = None,
-    ) -> None:
-        self.agent = agent
-        self.sink = sink
-        self.buffer: StreamBuffer | None = None
-        self.slot_index = 0
-        self.attempt = 0
-        self.limits = agent.limits
+    __slots__ = ("chat_id", "events", "limits", "user_id", "watch", "wiring")
+
+    def __init__(self, wiring: Wiring, conversation: Conversation, events: _Emitter) -> None:
+        self.wiring = wiring
+        self.events = events
+        self.limits = wiring.limits
         self.chat_id = conversation.chat_id
         self.user_id = conversation.user_id
-        self.turn = conversation.turn
-        self.debug = _DebugPrinter() if debug else None
-        self.watch = _StopWatch(agent._stop_board, agent._stop_signal, self.chat_id, self.user_id)
-
-    # events ------------------------------------------------------------
+        self.watch = _StopWatch(wiring.stop_board, wiring.stop_signal, self.chat_id, self.user_id)
 
     def now(self) -> float:
-        return self.agent._clock()
-
-    def wants(self, name: str) -> bool:
-        return self.debug is not None or self.agent._hooks.wants(name)
-
-    def base(self) -> dict[str, Any]:
-        return {
-            "chat_id": self.chat_id,
-            "user_id": self.user_id,
-            "agent_name": self.agent.name,
-            "turn": self.turn,
-            "at": self.agent._clock(),
-        }
-
-    async def emit(self, name: str, event: Event) -> None:
-        if self.debug is not None:
-            self.debug(name, event)
-        await self.agent._hooks.fire(name, event)
-
-    async def on_text(self, delta: str) -> None:
-        """A streamed text delta: ``on_token_received`` and the stream's consumer."""
-        if self.sink is None and not self.agent._hooks.wants("on_token_received"):
-            return
-        event = TokenEvent(**self.base(), delta=delta)
-        await self.agent._hooks.fire("on_token_received", event)
-        if self.sink is not None:
-            await self.sink(event)
-
-    async def tool_result(self, message: ToolMessage) -> None:
-        """A tool call has its result: tell the stream's consumer (if any)."""
-        if self.sink is not None:
-            await self.sink(
-                ToolResultEvent(
-                    **self.base(),
-                    call_id=message.tool_call_id,
-                    tool_name=message.tool_name or "",
-                    content=message.content,
-                    is_error=message.is_error,
-                )
-            )
-
-    # the Runtime protocol ----------------------------------------------
+        """The wiring's clock."""
+        return self.wiring.clock()
 
     async def stop_requested(self) -> bool:
+        """Whether a stop was asked for (by ``request_stop`` or the polled function)."""
         return await self.watch.requested()
 
+    # ------------------------------------------------------------------ trimming_context
+
     async def fit_context(self, conversation: Conversation) -> Conversation | _Stopped:
-        """The ``trimming_context`` action: decide what the next request sends."""
-        agent = self.agent
-        if not agent._trims:
+        """The ``trimming_context`` action: decide what the next request sends.
+
+        Drops (and with ``summary_dropping`` summarizes) what does not fit, fires
+        ``on_message_dropped`` for messages newly left out and ``on_context_overflow`` when
+        something had to be cut or nothing could make it fit (then ``conversation.error``
+        says why, and the ``context_overflow`` guard stops the run before the request).
+        """
+        wiring = self.wiring
+        window = wiring.fit(conversation)
+        if window is None:  # no setting trims: every message goes as is
             return conversation
-        window = agent.fit(conversation)
-        assert window is not None
         dropped = _left_out(window)
         previous = conversation.context
         sent_before = set(previous.selected) if previous is not None else set()
@@ -176,7 +110,7 @@ class Step:
             i for i in dropped if previous is None or i >= previous.size or i in sent_before
         ]
         summary, error = conversation.summary, None
-        if agent.context.dropping_strategy == "summary_dropping":
+        if wiring.context.dropping_strategy == "summary_dropping":
             unsummarized = [i for i in dropped if i >= conversation.summary_upto]
             if unsummarized:
                 result = await self.watch.run(self._summarize(conversation, unsummarized))
@@ -191,23 +125,9 @@ class Step:
                         summary=summary,
                         summary_upto=max(unsummarized) + 1,
                     )
-                    window = agent.fit(conversation)  # the summary costs tokens too
-                    assert window is not None
-        if newly and self.wants("on_message_dropped"):
-            await self.emit(
-                "on_message_dropped",
-                MessageDroppedEvent(
-                    **self.base(),
-                    messages=tuple(conversation.messages[i] for i in newly),
-                    tokens=sum(
-                        agent.counter.count_message(conversation.messages[i]) for i in newly
-                    ),
-                    strategy=agent.context.dropping_strategy,
-                    summary=summary if error is None else None,
-                    error=error,
-                ),
-            )
-        limit = agent.context.max_context_length or 0
+                    window = wiring.fit(conversation) or window  # the summary costs tokens too
+        await self._report_fit(conversation, window, newly, summary, error)
+        limit = wiring.context.max_context_length or 0
         overflow = (
             None
             if window.fits
@@ -220,165 +140,184 @@ class Step:
                 ),
             )
         )
-        if (window.truncated or overflow is not None) and self.wants("on_context_overflow"):
-            await self.emit(
+        return attrs.evolve(conversation, context=window, error=overflow or conversation.error)
+
+    async def _report_fit(
+        self,
+        conversation: Conversation,
+        window: ContextWindow,
+        newly: Sequence[int],
+        summary: str | None,
+        error: ErrorInfo | None,
+    ) -> None:
+        """``on_message_dropped`` for ``newly`` left-out messages, ``on_context_overflow`` for
+        a window that cut messages short or does not fit."""
+        events, context = self.events, self.wiring.context
+        if newly and events.wants("on_message_dropped"):
+            counter = self.wiring.counter
+            await events.emit(
+                "on_message_dropped",
+                MessageDroppedEvent(
+                    **events.fields(conversation.turn),
+                    messages=tuple(conversation.messages[i] for i in newly),
+                    tokens=sum(counter.count_message(conversation.messages[i]) for i in newly),
+                    strategy=context.dropping_strategy,
+                    summary=summary if error is None else None,
+                    error=error,
+                ),
+            )
+        if (window.truncated or not window.fits) and events.wants("on_context_overflow"):
+            await events.emit(
                 "on_context_overflow",
                 ContextOverflowEvent(
-                    **self.base(),
+                    **events.fields(conversation.turn),
                     tokens_needed=window.tokens,
-                    limit=limit,
+                    limit=context.max_context_length or 0,
                     truncated=tuple(
                         f"messages[{i}] cut to {kept} tokens"
                         for i, kept in sorted(window.truncated.items())
                     ),
                 ),
             )
-        return attrs.evolve(conversation, context=window, error=overflow or conversation.error)
 
     async def _summarize(
         self, conversation: Conversation, indices: Sequence[int]
     ) -> tuple[str, RequestRecord] | ErrorInfo:
-        """The running summary with the messages at ``indices`` folded in (a model call)."""
-        agent = self.agent
-        transcript = "\n".join(_transcript_line(conversation.messages[i]) for i in indices)
-        previous = conversation.summary or "(none yet)"
-        request = [
-            {"role": "system", "content": SUMMARY_INSTRUCTIONS},
-            {
-                "role": "user",
-                "content": f"Summary so far:\n{previous}\n\nMessages to fold in:\n{transcript}",
-            },
-        ]
-        began = agent._clock()
+        """The running summary with the messages at ``indices`` folded in (a model call), or
+        what failed (the caller then drops without summarizing this turn)."""
+        wiring = self.wiring
+        request = summary_request(conversation.messages, indices, conversation.summary)
+        began = wiring.clock()
         try:
-            reply = await agent._summarizer.complete(request, ())
+            reply = await wiring.summarizer.complete(request, ())
         except REQUEST_ERRORS as error:
-            info = error_info(error, agent._summarizer.model)
+            info = error_info(error, wiring.summarizer.model)
             log.warning(
                 "summary_failed", chat_id=self.chat_id, error_type=info.type, status=info.status
             )
             return info
-        price = agent._slots[0].price
+        price = wiring.slots[0].price
         record = RequestRecord(
             model=reply.model,
             usage=reply.usage,
             cost=price(reply.model, reply.usage) if price is not None else Decimal(0),
-            duration=agent._clock() - began,
-            at=agent._clock(),
+            duration=wiring.clock() - began,
+            at=wiring.clock(),
         )
+        previous = conversation.summary or "(none yet)"
         return (reply.message.content or "").strip() or previous, record
 
+    # ------------------------------------------------------------------ awaiting_model
+
     async def request(self, conversation: Conversation) -> machine.Answer | ErrorInfo | _Stopped:
-        agent = self.agent
-        budget = agent.limits.budget_of(conversation)
-        if budget is not None and budget.exhausted(conversation.cost):
-            # the guard stops the run before this when the budget is binding: only warn here
-            await self._budget_exceeded(conversation, budget, stopped=False)
-        messages = agent.request_messages(conversation)
-        if self.wants("on_before_request"):
-            await self.emit(
+        """The ``awaiting_model`` action: one request, through retries and fallbacks.
+
+        Returns the answer (with the record of its usage and cost), what failed for good,
+        or ``STOPPED``. A stop that cut a stream after text arrived returns that text as an
+        answer marked ``interrupted`` (the machine then stops the run and keeps it).
+        """
+        wiring, events = self.wiring, self.events
+        messages = wiring.request_messages(conversation)
+        if events.wants("on_before_request"):
+            await events.emit(
                 "on_before_request",
                 BeforeRequestEvent(
-                    **self.base(),
-                    model=agent.model,
+                    **events.fields(conversation.turn),
+                    model=wiring.model,
                     messages=tuple(messages),
-                    tools=tuple(t.name for t in agent.tools),
+                    tools=tuple(t.name for t in wiring.tools),
                 ),
             )
-        began = agent._clock()
-        result = await self.watch.run(self._call_models(messages))
-        if isinstance(result, _Stopped) and self.buffer is not None and self.buffer.text:
-            # a stop cut the stream: keep the text that arrived, exactly, marked interrupted
-            slot = agent._slots[self.slot_index]
-            result = self.buffer.reply(slot.model.model, interrupted=True), slot, self.attempt
+        began = wiring.clock()
+        result = await self._call_models(messages, conversation.turn)
         if isinstance(result, (ErrorInfo, _Stopped)):
             return result
-        reply, slot, attempts = result
-        answered = agent._clock()
-        duration = answered - began
+        answered = wiring.clock()
+        record = self._record(conversation, messages, result, duration=answered - began)
+        message = attrs.evolve(
+            result.reply.message,
+            model=result.reply.model,
+            tool_calls=_unique_ids(result.reply.message.tool_calls, self.chat_id),
+        )
+        turn = conversation.turn + 1  # this answer is the run's next model call
+        if events.wants("on_after_request"):
+            await events.emit(
+                "on_after_request",
+                AfterRequestEvent(
+                    **events.fields(turn),
+                    model=result.reply.model,
+                    message=message,
+                    usage=record.usage,
+                    finish_reason=result.reply.finish_reason,
+                    duration=record.duration,
+                ),
+            )
+        if events.streaming:
+            for call in message.tool_calls:
+                await events.stream(ToolCallEvent(**events.fields(turn), call=call))
+        return machine.Answer(message, record)
+
+    def _record(
+        self,
+        conversation: Conversation,
+        messages: Sequence[dict[str, Any]],
+        answered: _Answered,
+        *,
+        duration: float,
+    ) -> RequestRecord:
+        """The record of an answered request: usage (counted by the wiring's counter when the
+        server reported none, and flagged estimated) and its cost."""
+        reply, wiring = answered.reply, self.wiring
         usage = reply.usage
-        if usage.estimated:  # the server reported none: count it ourselves, flagged
+        if usage.estimated:
+            counter = wiring.estimator
             window = conversation.context
             prompt = (
                 window.tokens
                 if window is not None and window.size == len(conversation.messages)
-                else sum(agent.counter.count_wire(m) for m in messages)
-                + agent.counter.count_tools(agent._tool_schemas)
-                + agent.counter.reply_overhead
+                else sum(counter.count_wire(m) for m in messages)
+                + counter.count_tools(wiring.tool_schemas)
+                + counter.reply_overhead
             )
-            completion = agent.counter.count_message(reply.message)
+            completion = counter.count_message(reply.message)
             usage = attrs.evolve(
                 usage,
                 prompt_tokens=prompt,
                 completion_tokens=completion,
                 total_tokens=prompt + completion,
             )
-        record = RequestRecord(
+        price = answered.slot.price
+        return RequestRecord(
             model=reply.model,
             usage=usage,
-            cost=slot.price(reply.model, usage) if slot.price is not None else Decimal(0),
-            attempts=attempts,
+            cost=price(reply.model, usage) if price is not None else Decimal(0),
+            attempts=answered.attempts,
             duration=duration,
-            at=answered,
+            at=wiring.clock(),
         )
-        message = attrs.evolve(reply.message, model=reply.model)
-        if self.wants("on_after_request"):
-            self.turn = conversation.turn + 1
-            await self.emit(
-                "on_after_request",
-                AfterRequestEvent(
-                    **self.base(),
-                    model=reply.model,
-                    message=message,
-                    usage=usage,
-                    finish_reason=reply.finish_reason,
-                    duration=duration,
-                ),
-            )
-        if self.sink is not None:
-            for call in message.tool_calls:
-                await self.sink(ToolCallEvent(**self.base(), call=call))
-        return machine.Answer(message, record)
 
     async def _call_models(
-        self, messages: list[dict[str, Any]]
-    ) -> tuple[ModelReply, ModelSlot, int] | ErrorInfo:
-        """The request sent to each model in turn, each with its retries, until one answers."""
-        agent = self.agent
-        strategy = agent.retry_strategy
+        self, messages: list[dict[str, Any]], turn: int
+    ) -> _Answered | ErrorInfo | _Stopped:
+        """The request sent to each model in turn, each with its retries, until one answers.
+
+        Each attempt and each pause between attempts runs under the stop watch. A stop during
+        an attempt that had streamed text returns that text (marked ``interrupted``); a stop
+        in a pause returns ``STOPPED``: the failed attempt's text is never kept.
+        """
+        wiring = self.wiring
+        strategy = wiring.retry_strategy
         info = ErrorInfo(type="NoModel", message="no model configured")
-        for index, slot in enumerate(agent._slots):
+        for index, slot in enumerate(wiring.slots):
             if index:
-                log.warning(
-                    "model_fallback",
-                    chat_id=self.chat_id,
-                    from_model=info.model,
-                    to_model=slot.model.model,
-                )
-                if self.wants("on_fallback"):
-                    await self.emit(
-                        "on_fallback",
-                        FallbackEvent(
-                            **self.base(),
-                            from_model=agent._slots[index - 1].model.model,
-                            to_model=slot.model.model,
-                            error=info,
-                        ),
-                    )
+                await self._fallback(wiring.slots[index - 1], slot, info, turn)
             attempt = 0
             retries: dict[str, int] = {}  # each class of failure has its own retry allowance
             while True:
                 attempt += 1
-                self.slot_index, self.attempt = index, attempt
+                buffer = StreamBuffer() if wiring.streaming else None
                 try:
-                    if not agent._streaming:
-                        reply = await slot.model.complete(messages, agent._tool_schemas)
-                    else:
-                        self.buffer = StreamBuffer()
-                        reply = await slot.model.stream(
-                            messages, agent._tool_schemas, self.buffer, self.on_text
-                        )
-                    return reply, slot, attempt
+                    reply = await self.watch.run(self._attempt(slot, messages, buffer, turn))
                 except REQUEST_ERRORS as error:
                     info = error_info(error, slot.model.model)
                     error_class = classify(error)
@@ -399,139 +338,199 @@ class Step:
                         )
                         break
                     delay = strategy.delay(error_class, retries[error_class], error)
-                    log.warning(
-                        "model_request_retry",
-                        chat_id=self.chat_id,
-                        model=info.model,
-                        attempt=attempt,
-                        error_class=error_class,
-                        status=info.status,
-                        delay=round(delay, 3),
-                    )
-                    if self.wants("on_retry"):
-                        await self.emit(
-                            "on_retry",
-                            RetryEvent(
-                                **self.base(),
-                                model=slot.model.model,
-                                attempt=attempt,
-                                error_class=error_class,
-                                error=info,
-                                delay=delay,
-                            ),
-                        )
-                    await agent._sleep(delay)
+                    await self._retrying(slot, attempt, error_class, info, delay, turn)
+                    if isinstance(await self.watch.run(wiring.sleep(delay)), _Stopped):
+                        return STOPPED
+                    continue
+                if isinstance(reply, _Stopped):
+                    if buffer is None or not buffer.text:
+                        return STOPPED
+                    reply = buffer.reply(slot.model.model, interrupted=True)
+                return _Answered(reply, slot, attempt)
         return info
 
-    async def _budget_exceeded(
-        self, conversation: Conversation, budget: Budget, *, stopped: bool
+    async def _attempt(
+        self,
+        slot: ModelSlot,
+        messages: list[dict[str, Any]],
+        buffer: StreamBuffer | None,
+        turn: int,
+    ) -> ModelReply:
+        """One attempt at ``slot``'s model: a plain request, or a stream into ``buffer``."""
+        tools = self.wiring.tool_schemas
+        if buffer is None:
+            return await slot.model.complete(messages, tools)
+        events = self.events
+        wants_tokens = events.streaming or events.wants("on_token_received")
+
+        async def on_text(delta: str) -> None:
+            if wants_tokens:
+                event = TokenEvent(**events.fields(turn), delta=delta)
+                await events.emit("on_token_received", event)
+                await events.stream(event)
+
+        return await slot.model.stream(messages, tools, buffer, on_text)
+
+    async def _retrying(
+        self,
+        slot: ModelSlot,
+        attempt: int,
+        error_class: str,
+        info: ErrorInfo,
+        delay: float,
+        turn: int,
     ) -> None:
+        """Log a retry and fire ``on_retry``."""
         log.warning(
-            "budget_exceeded",
+            "model_request_retry",
             chat_id=self.chat_id,
-            spent=str(conversation.cost),
-            budget=str(budget.max_budget_for_this_chat),
-            stopped=stopped,
+            model=info.model,
+            attempt=attempt,
+            error_class=error_class,
+            status=info.status,
+            delay=round(delay, 3),
         )
-        if self.wants("on_budget_exceeded"):
-            await self.emit(
-                "on_budget_exceeded",
-                BudgetExceededEvent(
-                    **self.base(),
-                    spent=conversation.cost,
-                    budget=budget.max_budget_for_this_chat,
-                    reserve=budget.reserved_budget,
-                    stopped=stopped,
+        if self.events.wants("on_retry"):
+            await self.events.emit(
+                "on_retry",
+                RetryEvent(
+                    **self.events.fields(turn),
+                    model=slot.model.model,
+                    attempt=attempt,
+                    error_class=error_class,
+                    error=info,
+                    delay=delay,
                 ),
             )
+
+    async def _fallback(
+        self, failed: ModelSlot, slot: ModelSlot, info: ErrorInfo, turn: int
+    ) -> None:
+        """Log a move to the next model and fire ``on_fallback``."""
+        log.warning(
+            "model_fallback", chat_id=self.chat_id, from_model=info.model, to_model=slot.model.model
+        )
+        if self.events.wants("on_fallback"):
+            await self.events.emit(
+                "on_fallback",
+                FallbackEvent(
+                    **self.events.fields(turn),
+                    from_model=failed.model.model,
+                    to_model=slot.model.model,
+                    error=info,
+                ),
+            )
+
+    # ------------------------------------------------------------------ executing_tools
 
     async def execute(
         self, conversation: Conversation, calls: Sequence[ToolCall]
     ) -> tuple[Sequence[Message], int, bool]:
-        context = ToolContext(
+        """The ``executing_tools`` action: every call's result, how many calls ran to an end,
+        and whether a stop cut in."""
+        batch = await self.wiring.executor.run(
+            calls, self.tool_context(conversation), self.events, self.watch
+        )
+        return batch.results, batch.executed, batch.stopped
+
+    def tool_context(self, conversation: Conversation) -> ToolContext:
+        """What a tool is told about the run calling it."""
+        return ToolContext(
             chat_id=self.chat_id,
             user_id=self.user_id,
-            agent_name=self.agent.name,
+            agent_name=self.wiring.name,
             turn=conversation.turn,
         )
-        return await self.agent._executor.run(self, calls, context)
+
+    # ------------------------------------------------------------------ transitions
+
+    async def warned(self, conversation: Conversation, guard: machine.Guard) -> None:
+        """``guard`` held without binding (a budget that only warns): fire its hook."""
+        log.warning(
+            "guard_held", guard=guard.name, chat_id=self.chat_id, cost=str(conversation.cost)
+        )
+        if guard.hook is not None:
+            await self._fire_stop_hook(
+                guard.hook, conversation, conversation.phase, None, stopped=False
+            )
 
     async def entered(
         self, conversation: Conversation, record: TransitionRecord, outcome: machine.Outcome
     ) -> None:
-        self.turn = conversation.turn
+        """``conversation`` entered its phase by ``record``: ``on_transition`` (and the
+        stream), the outcome's own hook (the table's column), and ``on_final_response``."""
         if outcome.stop_reason is StopReason.USER_STOP:
-            self.agent._stop_board.clear(self.chat_id)
+            self.wiring.stop_board.clear(self.chat_id)  # this stop is spent
         await self.announce(conversation, record)
-        budget = self.limits.budget_of(conversation)
-        if outcome.stop_reason is StopReason.BUDGET_EXCEEDED and budget is not None:
-            await self._budget_exceeded(conversation, budget, stopped=True)
-        if outcome.stop_reason is StopReason.MAX_TURNS and self.wants("on_max_turns_reached"):
-            await self.emit(
-                "on_max_turns_reached",
-                MaxTurnsReachedEvent(**self.base(), max_turns=self.limits.max_turns),
+        if outcome.hook is not None:
+            source = outcome.source if isinstance(outcome, machine.Interrupted) else None
+            await self._fire_stop_hook(
+                outcome.hook, conversation, record.from_phase, source, stopped=True
             )
-        if outcome.stop_reason is StopReason.USER_STOP and self.wants("on_manual_stop"):
-            await self.emit(
-                "on_manual_stop",
-                ManualStopEvent(
-                    **self.base(),
-                    phase=record.from_phase,
-                    source=self.watch.source or "request_stop",
-                ),
-            )
-        if conversation.finished and self.wants("on_final_response"):
-            await self.emit(
+        if conversation.finished and self.events.wants("on_final_response"):
+            await self.events.emit(
                 "on_final_response",
                 FinalResponseEvent(
-                    **self.base(), response=AgentResponse.from_conversation(conversation)
+                    **self.events.fields(conversation.turn),
+                    response=AgentResponse.from_conversation(conversation),
                 ),
             )
 
     async def announce(self, conversation: Conversation, record: TransitionRecord) -> None:
         """Fire ``on_transition`` for ``record``, and tell the stream's consumer."""
-        if self.wants("on_transition") or self.sink is not None:
-            event = TransitionEvent(**self.base(), record=record, conversation=conversation)
-            await self.emit("on_transition", event)
-            if self.sink is not None:
-                await self.sink(event)
-
-
-# ---------------------------------------------------------------------- construction helpers
-
-
-SUMMARY_INSTRUCTIONS = (
-    "You keep the running summary of a conversation whose oldest messages no longer fit in "
-    "the model's context. Rewrite the summary so far with the new messages folded in. Keep "
-    "every fact, name, number, decision, open question and tool result the conversation may "
-    "need later; drop pleasantries. Answer with the summary only."
-)
-_TRANSCRIPT_CHARS = 4000  # per message: a summary request must not overflow in turn
-
-
-def _transcript_line(message: Message) -> str:
-    if isinstance(message, ToolMessage):
-        who, text = f"tool {message.tool_name or ''} result".replace("  ", " "), message.content
-    elif isinstance(message, AssistantMessage):
-        calls = ", ".join(f"{c.name}({c.arguments})" for c in message.tool_calls)
-        who, text = "assistant", (message.content or "") + (f" [calls {calls}]" if calls else "")
-    else:
-        content = message.content
-        who = message.role
-        text = (
-            content
-            if isinstance(content, str)
-            else " ".join(
-                p.text if isinstance(p, TextPart) else f"[{p.data.get('type', 'part')}]"
-                for p in content
+        events = self.events
+        if events.wants("on_transition") or events.streaming:
+            event = TransitionEvent(
+                **events.fields(conversation.turn), record=record, conversation=conversation
             )
+            await events.emit("on_transition", event)
+            await events.stream(event)
+
+    async def _fire_stop_hook(
+        self,
+        hook: str,
+        conversation: Conversation,
+        phase: Phase,
+        source: str | None,
+        *,
+        stopped: bool,
+    ) -> None:
+        """Fire ``hook`` with the event its class builds from the stop's facts."""
+        if not self.events.wants(hook):
+            return
+        facts = StopFacts(
+            conversation=conversation,
+            phase=phase,
+            stopped=stopped,
+            source=source or self.watch.source or "request_stop",
+            max_turns=self.limits.max_turns,
+            budget=self.limits.budget_of(conversation),
         )
-    if len(text) > _TRANSCRIPT_CHARS:
-        text = text[: _TRANSCRIPT_CHARS // 2] + " […] " + text[-_TRANSCRIPT_CHARS // 2 :]
-    return f"{who}: {text}"
+        event: Event = HOOK_EVENTS[hook].from_stop(  # type: ignore[attr-defined]
+            self.events.fields(conversation.turn), facts
+        )
+        await self.events.emit(hook, event)
 
 
 def _left_out(window: ContextWindow) -> list[int]:
     """Indices of the messages a window does not send."""
     chosen = set(window.selected)
     return [i for i in range(window.size) if i not in chosen]
+
+
+def _unique_ids(calls: tuple[ToolCall, ...], chat_id: str) -> tuple[ToolCall, ...]:
+    """``calls`` with every id unique: a server that sent one id twice gets the repeats
+    renamed (``<id>_2``…), so each call is answered exactly once and the history stays valid."""
+    seen: set[str] = set()
+    renamed: list[ToolCall] = []
+    for call in calls:
+        call_id, n = call.id, 1
+        while call_id in seen:
+            n += 1
+            call_id = f"{call.id}_{n}"
+        if call_id != call.id:
+            log.warning("duplicate_tool_call_id", chat_id=chat_id, id=call.id, renamed=call_id)
+            call = attrs.evolve(call, id=call_id)
+        seen.add(call_id)
+        renamed.append(call)
+    return tuple(renamed)

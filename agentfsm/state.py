@@ -11,6 +11,7 @@ import attrs
 
 from agentfsm.budget import Budget
 from agentfsm.messages import AssistantMessage, Message, ToolCall, ToolMessage, UserMessage
+from agentfsm.usage import Usage
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -58,35 +59,6 @@ class StopReason(str, enum.Enum):
 
     def __str__(self) -> str:
         return self.value
-
-
-@attrs.frozen
-class Usage:
-    """Tokens used by one or more model requests.
-
-    Attributes:
-        requests: how many requests the figures cover.
-        estimated: at least one figure was estimated (the server reported no usage).
-    """
-
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    total_tokens: int = 0
-    cached_tokens: int = 0
-    reasoning_tokens: int = 0
-    requests: int = 0
-    estimated: bool = False
-
-    def __add__(self, other: Usage) -> Usage:
-        return Usage(
-            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
-            completion_tokens=self.completion_tokens + other.completion_tokens,
-            total_tokens=self.total_tokens + other.total_tokens,
-            cached_tokens=self.cached_tokens + other.cached_tokens,
-            reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
-            requests=self.requests + other.requests,
-            estimated=self.estimated or other.estimated,
-        )
 
 
 @attrs.frozen
@@ -216,8 +188,8 @@ class Conversation:
     run_start: int = 0
     turn: int = 0
     function_calls: int = 0
-    usage: Usage = Usage()
-    run_usage: Usage = Usage()
+    usage: Usage = attrs.field(factory=Usage)
+    run_usage: Usage = attrs.field(factory=Usage)
     requests: tuple[RequestRecord, ...] = ()
     run_request_start: int = 0
     cost: Decimal = Decimal(0)

@@ -65,8 +65,8 @@ def _edges(agent: Agent | None) -> list[_Edge]:
                     edges.append(_Edge(source, target, guard.stop_reason.value, "guard"))
         else:
             edges.append(_Edge(source, target, outcome.reason, "action"))
-    for source, target in machine.NEW_RUN.items():  # the next user message
-        edges.append(_Edge(source, target, "user_message", "new_run"))
+    for (source, outcome), target in machine.NEW_RUN.items():  # the next user message
+        edges.append(_Edge(source, target, outcome.reason, "new_run"))
     return [attrs.evolve(e, impossible=_ruled_out(e, agent)) for e in edges]
 
 
@@ -96,7 +96,7 @@ def _budget_possible(agent: Agent) -> bool:
     budget = agent.limits.budget
     if budget is not None:
         return budget.stop_on_budget_exceeded
-    return agent._slots[0].price is not None  # send_message(budget_control=...) is allowed
+    return agent.wiring.priced  # send_message(budget_control=...) is allowed
 
 
 def _merged(edges: Sequence[_Edge]) -> list[_Edge]:

@@ -222,10 +222,14 @@ async def test_the_newest_messages_image_is_never_dropped(
 
 
 def test_an_unavailable_encoding_refuses_to_start_with_a_fix(tmp_path: Path) -> None:
-    """No network and no cache: building the agent fails, saying how to provide the encoding."""
+    """No network and no cache: the agent builds without touching tiktoken, and the first
+    message that needs counting is refused before anything is sent, saying how to fix it."""
     code = (
+        "import sys\n"
         "from agentfsm import AsyncOpenAISimpleAgent\n"
-        "AsyncOpenAISimpleAgent(model='gpt-4o', api_key='k')\n"
+        "agent = AsyncOpenAISimpleAgent(model='gpt-4o', api_key='k', max_context_length=1000)\n"
+        "assert 'tiktoken' not in sys.modules, 'the agent was built without tiktoken'\n"
+        "agent.start('hello')\n"
     )
     env = {**os.environ, "TIKTOKEN_CACHE_DIR": str(tmp_path), "PYTHONPATH": str(ROOT)}
     env["HTTPS_PROXY"] = env["HTTP_PROXY"] = "http://127.0.0.1:9"  # no network, even if any

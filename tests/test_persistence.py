@@ -8,6 +8,7 @@ import signal
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -263,7 +264,9 @@ async def test_a_worker_killed_mid_tool_is_resumed_by_another_process(
 async def test_a_cancelled_caller_leaves_a_stored_chat_that_can_continue(
     server: ScriptedOpenAIServer, make_agent: AgentFactory
 ) -> None:
-    """A request handler cancelled mid-tool: the stored chat is stopped, not stuck mid-phase."""
+    """A request handler cancelled mid-tool: the stored chat is stopped, not stuck mid-phase;
+    the call that finished keeps its result, the one running is recorded cancelled (with its
+    error hook), and the stop says it came from a cancel."""
     entered = asyncio.Event()
 
     @tool
@@ -273,9 +276,23 @@ async def test_a_cancelled_caller_leaves_a_stored_chat_that_can_continue(
         await asyncio.sleep(3600)
         return "never"
 
-    server.add(tool_calls(call("slow", {}, id="call_s")), text("next run"))
+    @tool
+    def quick() -> str:
+        """Answers at once."""
+        return "quick result"
+
+    server.add(
+        tool_calls(call("quick", {}, id="call_q"), call("slow", {}, id="call_s")), text("next run")
+    )
     store = MemoryStore()
-    agent = make_agent(store=store, tool_registry=[slow])
+    errors: list[Any] = []
+    stops: list[Any] = []
+    agent = make_agent(
+        store=store,
+        tool_registry=[quick, slow],
+        execute_function_concurrently=False,  # quick has finished when slow starts
+        hooks={"on_function_call_error": errors.append, "on_manual_stop": stops.append},
+    )
     run = asyncio.ensure_future(agent.send_message("go", chat_id="c1"))
     await entered.wait()
     run.cancel()
@@ -285,7 +302,12 @@ async def test_a_cancelled_caller_leaves_a_stored_chat_that_can_continue(
     stored = await store.load("c1")
     assert stored is not None
     assert (stored.phase, stored.stop_reason) == (Phase.STOPPED, StopReason.USER_STOP)
-    assert stored.messages[-1].content.startswith("Not executed")  # type: ignore[union-attr]
+    assert [(m.role, getattr(m, "content", None)) for m in stored.messages[-2:]] == [
+        ("tool", "quick result"),
+        ("tool", "Cancelled: the run was stopped before this call finished."),
+    ]
+    assert [(e.call_id, type(e.error).__name__) for e in errors] == [("call_s", "CancelledError")]
+    assert [(s.source, s.phase) for s in stops] == [("cancelled", Phase.EXECUTING_TOOLS)]
     again = await agent.send_message("still there?", chat_id="c1")
     assert again.output == "next run"
 

@@ -1,0 +1,36 @@
+"""``Usage``: the tokens of one or more model requests."""
+
+from __future__ import annotations
+
+import attrs
+
+__all__ = ["Usage"]
+
+
+@attrs.frozen
+class Usage:
+    """Tokens used by one or more model requests.
+
+    Attributes:
+        requests: how many requests the figures cover.
+        estimated: at least one figure was estimated (the server reported no usage).
+    """
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    requests: int = 0
+    estimated: bool = False
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            total_tokens=self.total_tokens + other.total_tokens,
+            cached_tokens=self.cached_tokens + other.cached_tokens,
+            reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
+            requests=self.requests + other.requests,
+            estimated=self.estimated or other.estimated,
+        )
