@@ -14,15 +14,20 @@ from agentfsm.budget import Budget, Pricing
 from agentfsm.errors import (
     AgentFSMError,
     ChatAccessError,
+    ConcurrentUpdateError,
     ConfigurationError,
     ConversationFinishedError,
     HookError,
+    IllegalTransitionError,
     InvalidHistoryError,
     InvalidInputError,
+    MachineDefinitionError,
+    MalformedReplyError,
     ModelRequestError,
     RunError,
     RunInProgressError,
     SerializationError,
+    StoreError,
     ToolArgumentError,
     ToolDefinitionError,
     UnknownHookError,
@@ -47,7 +52,8 @@ from agentfsm.hooks import (
     ToolResultEvent,
     TransitionEvent,
 )
-from agentfsm.media import Audio, File, Image, MediaError
+from agentfsm.errors import MediaError
+from agentfsm.media import Audio, File, Image
 from agentfsm.messages import (
     AssistantMessage,
     SystemMessage,
@@ -74,6 +80,11 @@ from agentfsm.tools import Tool, ToolContext, tool
 __version__ = "0.1.0"
 
 __all__ = [
+    "StoreError",
+    "MalformedReplyError",
+    "MachineDefinitionError",
+    "IllegalTransitionError",
+    "ConcurrentUpdateError",
     "AfterRequestEvent",
     "AgentFSMError",
     "AgentResponse",

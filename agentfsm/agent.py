@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import difflib
 import inspect
-import os
 import time
 import typing
 import uuid
@@ -19,12 +17,18 @@ import structlog
 
 from agentfsm import machine
 from agentfsm.budget import Budget, PricingLike, pricing_function
+from agentfsm.configure import (
+    build_params,
+    check_arguments,
+    fallback_slots,
+    make_client,
+    require,
+)
 from agentfsm.context import ContextSettings
 from agentfsm.context.counting import TokenCounter
 from agentfsm.errors import (
     ChatAccessError,
     ConcurrentUpdateError,
-    ConfigurationError,
     InvalidInputError,
     ModelRequestError,
     RunInProgressError,
@@ -40,7 +44,7 @@ from agentfsm.messages import (
     history_from_openai,
     unanswered_results,
 )
-from agentfsm.providers.openai import RESERVED_PARAMS, OpenAIChatModel
+from agentfsm.providers.openai import OpenAIChatModel
 from agentfsm.response import AgentResponse
 from agentfsm.retry import RetryStrategy
 from agentfsm.runtime import Step
@@ -122,7 +126,7 @@ class Agent:
     _streaming = False
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Agent:
-        _check_arguments(cls, args, kwargs)
+        check_arguments(cls, args, kwargs)
         return super().__new__(cls)
 
     def __init__(
@@ -165,18 +169,18 @@ class Agent:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        _require(isinstance(model, str) and model.strip() != "", "model must be a non-empty string")
-        _require(
+        require(isinstance(model, str) and model.strip() != "", "model must be a non-empty string")
+        require(
             isinstance(agent_name, str) and agent_name.strip() != "",
             "agent_name must be a non-empty string",
         )
-        _require(isinstance(agent_description, str), "agent_description must be a string")
-        _require(isinstance(system_prompt, str), "system_prompt must be a string")
-        _require(
+        require(isinstance(agent_description, str), "agent_description must be a string")
+        require(isinstance(system_prompt, str), "system_prompt must be a string")
+        require(
             isinstance(max_turns, int) and not isinstance(max_turns, bool) and max_turns >= 1,
             f"max_turns must be an integer >= 1, got {max_turns!r}",
         )
-        _require(
+        require(
             max_function_calls is None
             or (
                 isinstance(max_function_calls, int)
@@ -185,7 +189,7 @@ class Agent:
             ),
             f"max_function_calls must be None or an integer >= 0, got {max_function_calls!r}",
         )
-        _require(
+        require(
             isinstance(execute_function_concurrently, bool),
             "execute_function_concurrently must be True or False",
         )
@@ -203,14 +207,14 @@ class Agent:
             prompt_when_context_overflow=prompt_when_context_overflow,
             keep_function_calls_in_context=keep_function_calls_in_context,
         )
-        _require(
+        require(
             isinstance(default_encoding, str) and default_encoding != "",
             "default_encoding must be a tiktoken encoding name such as 'o200k_base'",
         )
         self.tools: tuple[Tool, ...] = tools_from_registry(tool_registry)
         self.store = store
         self.retry_strategy = RetryStrategy.from_value(retry_strategy)
-        _require(
+        require(
             request_timeout is None
             or (
                 isinstance(request_timeout, (int, float))
@@ -219,12 +223,12 @@ class Agent:
             ),
             f"request_timeout must be a positive number of seconds, got {request_timeout!r}",
         )
-        params = _request_params(temperature, max_completion_tokens, request_params)
+        params = build_params(temperature, max_completion_tokens, request_params)
         if request_timeout is not None:
             params["timeout"] = float(request_timeout)
         price = pricing_function(pricing)
         budget = None if budget_control is None else Budget.from_value(budget_control)
-        _require(
+        require(
             budget is None or price is not None,
             "budget_control needs pricing=... (USD per million tokens, or a callable): "
             "without prices no cost can be counted against the budget",
@@ -232,17 +236,17 @@ class Agent:
         self.limits = machine.Limits(
             max_turns=max_turns, max_function_calls=max_function_calls, budget=budget
         )
-        _require(
+        require(
             summary_model is None or (isinstance(summary_model, str) and summary_model != ""),
             "summary_model must be a non-empty string or None",
         )
         if client is None:
-            primary_client = _make_client(api_key, base_url)
+            primary_client = make_client(api_key, base_url)
         else:  # a copy sharing the caller's connection pool, without the SDK's retries
             primary_client = client.with_options(max_retries=0)
         slots = (
             ModelSlot(OpenAIChatModel(primary_client, model, params), price, client is None),
-            *_fallback_slots(fallback_models, primary_client, params, price),
+            *fallback_slots(fallback_models, primary_client, params, price),
         )
         self.max_completion_tokens = max_completion_tokens
         self.wiring = Wiring(
@@ -671,151 +675,6 @@ def _check_owner(conversation: Conversation, user_id: str | None) -> None:
 
 
 _PART_TYPES = typing.get_args(ContentPart)
-
-_ALIASES = {  # keywords of other libraries, and what agentfsm calls them
-    "tools": "tool_registry",
-    "functions": "tool_registry",
-    "instructions": "system_prompt",
-    "system": "system_prompt",
-    "name": "agent_name",
-    "max_tokens": "max_completion_tokens",
-    "timeout": "request_timeout",
-    "max_retries": "retry_strategy",
-    "budget": "budget_control",
-    "stop_signal": "manual_stop_signal_function",
-    "model_name": "model",
-}
-
-
-def _check_arguments(cls: type, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
-    """Refuse arguments the agent's ``__init__`` chain does not take, saying what to pass
-    instead (a plain ``TypeError`` from Python names neither the fix nor the valid keywords).
-
-    Raises:
-        ConfigurationError: an unknown keyword (with the closest valid one), or more than the
-            model given positionally.
-    """
-    valid: set[str] = set()
-    for klass in cls.__mro__:
-        init = klass.__dict__.get("__init__")
-        if init is None or klass is object:
-            continue
-        for param in inspect.signature(init).parameters.values():
-            if param.kind in (param.KEYWORD_ONLY, param.POSITIONAL_OR_KEYWORD):
-                valid.add(param.name)
-    valid.discard("self")
-    if len(args) > 1:
-        raise ConfigurationError(
-            f"{cls.__name__} takes the model as its only positional argument; pass the rest "
-            f"as keywords, e.g. {cls.__name__}(model='gpt-4o-mini', tool_registry=[...])"
-        )
-    if args and "model" in kwargs:
-        raise ConfigurationError("the model was given twice: positionally and as model=")
-    for name in kwargs:
-        if name in valid:
-            continue
-        close = _ALIASES.get(name)
-        if close is None:
-            matches = difflib.get_close_matches(name, sorted(valid), n=1)
-            close = matches[0] if matches else None
-        hint = f" Did you mean {close!r}?" if close else ""
-        raise ConfigurationError(
-            f"{cls.__name__} got an unknown keyword argument {name!r}.{hint} Valid keywords: "
-            f"{', '.join(sorted(valid))}."
-        )
-    if not args and "model" not in kwargs:
-        raise ConfigurationError(
-            f"{cls.__name__} needs a model: {cls.__name__}(model='gpt-4o-mini', ...) "
-            "(or the model as the first positional argument)"
-        )
-
-
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise ConfigurationError(message)
-
-
-def _fallback_slots(
-    specs: Sequence[Mapping[str, Any]] | None,
-    primary: openai.AsyncOpenAI,
-    params: Mapping[str, Any],
-    price: Callable[[str, Usage], Decimal] | None,
-) -> list[ModelSlot]:
-    if specs is None:
-        return []
-    _require(
-        isinstance(specs, Sequence) and not isinstance(specs, (str, Mapping)),
-        "fallback_models must be a list of dicts",
-    )
-    slots = []
-    keys = {"model", "base_url", "api_key", "pricing", "request_params"}
-    for i, spec in enumerate(specs):
-        _require(isinstance(spec, Mapping), f"fallback_models[{i}] must be a dict")
-        unknown = sorted(set(spec) - keys)
-        _require(
-            not unknown, f"fallback_models[{i}]: unknown keys {unknown}; valid: {sorted(keys)}"
-        )
-        model = spec.get("model")
-        _require(
-            isinstance(model, str) and model != "",
-            f"fallback_models[{i}] needs a non-empty 'model'",
-        )
-        client = _make_client(
-            spec.get("api_key", primary.api_key if isinstance(primary.api_key, str) else None),
-            spec.get("base_url", str(primary.base_url)),
-        )
-        extra = dict(params)
-        if spec.get("request_params") is not None:
-            extra.update(_request_params(None, None, spec["request_params"]))
-        own_price = pricing_function(spec["pricing"]) if "pricing" in spec else price
-        slots.append(ModelSlot(OpenAIChatModel(client, str(model), extra), own_price, True))
-    return slots
-
-
-def _make_client(api_key: str | None, base_url: str | None) -> openai.AsyncOpenAI:
-    key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
-    if not key:
-        raise ConfigurationError(
-            "no API key: pass api_key=... or set OPENAI_API_KEY (local servers such as "
-            "vLLM, llama.cpp or Ollama accept any non-empty string), or pass client=..."
-        )
-    _require(base_url is None or isinstance(base_url, str), "base_url must be a string")
-    return openai.AsyncOpenAI(  # our retries apply (retry_strategy), not the SDK's
-        api_key=key, base_url=base_url or os.environ.get("OPENAI_BASE_URL") or None, max_retries=0
-    )
-
-
-def _request_params(
-    temperature: float | None,
-    max_completion_tokens: int | None,
-    request_params: Mapping[str, Any] | None,
-) -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    if temperature is not None:
-        _require(
-            isinstance(temperature, (int, float))
-            and not isinstance(temperature, bool)
-            and 0 <= temperature <= 2,
-            f"temperature must be a number from 0 to 2, got {temperature!r}",
-        )
-        params["temperature"] = temperature
-    if max_completion_tokens is not None:
-        _require(
-            isinstance(max_completion_tokens, int)
-            and not isinstance(max_completion_tokens, bool)
-            and max_completion_tokens >= 1,
-            f"max_completion_tokens must be a positive integer, got {max_completion_tokens!r}",
-        )
-        params["max_completion_tokens"] = max_completion_tokens
-    if request_params is not None:
-        _require(isinstance(request_params, Mapping), "request_params must be a dict")
-        reserved = sorted(RESERVED_PARAMS & set(request_params))
-        _require(
-            not reserved,
-            f"request_params may not set {reserved}: the agent sends those itself",
-        )
-        params.update({k: v for k, v in request_params.items() if v is not None})
-    return params
 
 
 def _user_message(message: UserInput) -> UserMessage:

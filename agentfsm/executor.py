@@ -125,7 +125,14 @@ class ToolExecutor:
                 raise ToolArgumentError(
                     call.name, f"Unknown tool {call.name!r}. Available tools: {known}."
                 )
-            prepared = tool.prepare(call.arguments)
+            try:
+                prepared = tool.prepare(call.arguments)
+            except RecursionError:  # valid JSON, too deep for the validator to walk
+                raise ToolArgumentError(
+                    call.name,
+                    f"Invalid arguments for tool {call.name!r}: nested too deeply to check; "
+                    "send a flatter JSON object",
+                ) from None
         except ToolArgumentError as error:
             results[call.id] = _error_result(call, f"Error: {error}")
             await _report_error(

@@ -365,9 +365,10 @@ def check_tables(
     if sources != set(actions):
         raise MachineDefinitionError(
             "every phase with an action has edges, and only those: "
-            f"edges leave {sorted(sources)}, actions exist for {sorted(actions)}"
+            f"edges leave {sorted(p.value for p in sources)}, actions exist for "
+            f"{sorted(p.value for p in actions)}"
         )
-    if terminal := sorted(phase for phase in sources if phase.terminal):
+    if terminal := sorted(phase.value for phase in sources if phase.terminal):
         raise MachineDefinitionError(f"terminal phases have no edges, but {terminal} do")
     for guard in guards:
         for phase in sorted(guard.phases):
@@ -393,7 +394,7 @@ def check_tables(
             if source is phase and target not in reachable:
                 reachable.add(target)
                 frontier.append(target)
-    if unreachable := sorted(set(Phase) - reachable):
+    if unreachable := sorted(p.value for p in set(Phase) - reachable):
         raise MachineDefinitionError(f"unreachable phases: {unreachable}")
 
 

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from agentfsm.errors import InvalidInputError
+from agentfsm.errors import MediaError
 from agentfsm.messages import RawPart
 
 __all__ = ["Audio", "File", "Image", "MediaError", "image_size", "image_tokens"]
@@ -43,20 +43,6 @@ _AUDIO_NAMES = {"wav": "WAV", "mp3": "MP3"}
 _AUDIO_ALIASES = {"wave": "wav", "x-wav": "wav", "mpeg": "mp3", "mpga": "mp3"}
 _SUPPORTED_IMAGES = ", ".join(_IMAGE_NAMES.values())
 _SUPPORTED_AUDIO = ", ".join(_AUDIO_NAMES.values())
-
-
-class MediaError(InvalidInputError):
-    """An image, audio clip or file that cannot be sent to a model.
-
-    Attributes:
-        path: the file concerned, or None for bytes and URLs.
-        reason: what is wrong with it.
-    """
-
-    def __init__(self, reason: str, path: str | None = None) -> None:
-        super().__init__(f"{path}: {reason}" if path is not None else reason)
-        self.path = path
-        self.reason = reason
 
 
 def _short(value: str | None) -> str:

@@ -533,6 +533,12 @@ def _parse_arguments(name: str, arguments: str | Mapping[str, Any] | None) -> di
             return {}
         try:
             parsed = json.loads(arguments)
+        except RecursionError:
+            raise ToolArgumentError(
+                name,
+                f"Invalid arguments for tool {name!r}: nested too deeply to read; send a "
+                "flatter JSON object",
+            ) from None
         except json.JSONDecodeError as exc:
             raise ToolArgumentError(
                 name,
@@ -544,7 +550,7 @@ def _parse_arguments(name: str, arguments: str | Mapping[str, Any] | None) -> di
         if isinstance(parsed, str):  # arguments encoded twice, as some models do
             try:
                 reparsed = json.loads(parsed)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 pass
             else:
                 if isinstance(reparsed, dict):

@@ -9,6 +9,11 @@ import agentfsm
 import agentfsm.testing
 
 PUBLIC = {
+    "StoreError",
+    "MalformedReplyError",
+    "MachineDefinitionError",
+    "IllegalTransitionError",
+    "ConcurrentUpdateError",
     "AfterRequestEvent",
     "AgentFSMError",
     "AgentResponse",
