@@ -144,13 +144,14 @@ class _StopWatch:
         a stop cancels that task and the cancellation is caught here, so it never leaks.
         """
         task = asyncio.current_task()
-        assert task is not None
+        if task is None:  # pragma: no cover - always called from a task
+            raise RuntimeError("the stop watch runs work inside an asyncio task")
         running = True
 
         def stop(source: str) -> None:
             if running and self.source is None:
                 self.source = source
-                task.cancel()
+                task.cancel(_OWN_CANCEL)
 
         key = id(self)
         self._board.register(self._chat_id, key, lambda: stop("request_stop"))
@@ -161,9 +162,9 @@ class _StopWatch:
         )
         try:
             result = await work
-        except asyncio.CancelledError:
-            if self.source is None or _cancelling(task) > 1:
-                raise  # a cancellation of the caller's, not ours
+        except asyncio.CancelledError as error:
+            if self.source is None or not _ours(task, error):
+                raise  # a cancellation of the caller's, not ours: it always wins
             _uncancel(task)
             return STOPPED
         finally:
@@ -181,15 +182,20 @@ class _StopWatch:
                 return
 
 
-def _cancelling(task: asyncio.Task[Any]) -> int:
-    """Pending cancellation requests of ``task``: counted by Python >= 3.11 only.
+_OWN_CANCEL: Final = "agentfsm: stop requested"
+"""The message our stop cancels with: a tag telling our cancellation from a caller's."""
 
-    On 3.10 a task cannot tell (back-ported task classes count every cancel of anyio's
-    scopes, which would be misread), so only our own stop is assumed.
+
+def _ours(task: asyncio.Task[Any], error: asyncio.CancelledError) -> bool:
+    """Whether the cancellation that reached the watch is only our own stop.
+
+    Tagged, as anyio tags its cancel scopes: a cancel carrying another message (or none) is
+    the caller's. On Python >= 3.11 the task also counts pending requests, so a caller's
+    cancel that came after ours (its message lost in the same delivery) still wins.
     """
-    if sys.version_info < (3, 11):
-        return 1
-    return task.cancelling()
+    if sys.version_info >= (3, 11):
+        return task.cancelling() == 1 and _OWN_CANCEL in error.args
+    return _OWN_CANCEL in error.args
 
 
 def _uncancel(task: asyncio.Task[Any]) -> None:

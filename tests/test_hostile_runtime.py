@@ -427,3 +427,33 @@ async def test_fuzzed_streams_end_in_a_response_or_a_typed_error(events: list[ob
         assert response.conversation.phase in (Phase.DONE, Phase.STOPPED)
         again = await agent.send_message("again", conversation=response.conversation)
         assert again.conversation.phase in (Phase.DONE, Phase.STOPPED)
+
+
+async def test_a_callers_cancel_wins_over_a_stop_that_came_with_it(
+    server: ScriptedOpenAIServer, make_agent: AgentFactory
+) -> None:
+    """A stop and the caller's own cancel land together: the caller's cancel propagates (it
+    is never swallowed as our stop), and the stored chat is still left stopped."""
+    server.add(tool_calls(call("slow", {})), text("next run"))
+    run: asyncio.Future[Any] | None = None
+    agent: Any = None
+
+    @tool
+    async def slow() -> str:
+        """Presses stop and cancels its own caller, then waits."""
+        agent.request_stop("c1")
+        assert run is not None
+        run.cancel()
+        await asyncio.sleep(3600)
+        return "never"
+
+    store = MemoryStore()
+    agent = make_agent(store=store, tool_registry=[slow])
+    run = asyncio.ensure_future(agent.send_message("go", chat_id="c1"))
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    stored = await store.load("c1")
+    assert stored is not None
+    assert (stored.phase, stored.stop_reason) == (Phase.STOPPED, StopReason.USER_STOP)
+    again = await agent.send_message("again", chat_id="c1")
+    assert again.output == "next run"
