@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import sys
 import time
 import typing
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeGuard, TypeVar
 
 import attrs
 import openai
@@ -25,7 +26,6 @@ from agentfsm.configure import (
     require,
 )
 from agentfsm.context import ContextSettings
-from agentfsm.context.counting import TokenCounter
 from agentfsm.errors import (
     ChatAccessError,
     ConcurrentUpdateError,
@@ -35,7 +35,6 @@ from agentfsm.errors import (
 )
 from agentfsm.executor import Batch, ToolExecutor
 from agentfsm.hooks import EventSink, Hook, _Emitter, _Hooks
-from agentfsm.media import Audio, File, Image
 from agentfsm.messages import (
     ContentPart,
     TextPart,
@@ -55,6 +54,8 @@ from agentfsm.usage import Usage
 from agentfsm.wiring import ModelSlot, Wiring, lazy_counter
 
 if TYPE_CHECKING:
+    from agentfsm.context.counting import TokenCounter
+    from agentfsm.media import Audio, File, Image
     from agentfsm.store import Store
 
 __all__ = ["Agent", "UserInput"]
@@ -63,7 +64,9 @@ log = structlog.get_logger(__name__)
 
 _AgentT = TypeVar("_AgentT", bound="Agent")
 
-UserInput = str | Sequence[str | Mapping[str, Any] | ContentPart | Image | Audio | File]
+UserInput: TypeAlias = (
+    "str | Sequence[str | Mapping[str, Any] | ContentPart | Image | Audio | File]"
+)
 """A user message: text, or a list of parts (text, ``Image``/``Audio``/``File``, part dicts)."""
 
 
@@ -677,6 +680,12 @@ def _check_owner(conversation: Conversation, user_id: str | None) -> None:
 _PART_TYPES = typing.get_args(ContentPart)
 
 
+def _is_media(part: object) -> TypeGuard[Image | Audio | File]:
+    """``part`` is an ``Image``, ``Audio`` or ``File`` (media loads only if one was built)."""
+    media = sys.modules.get("agentfsm.media")
+    return media is not None and isinstance(part, (media.Image, media.Audio, media.File))
+
+
 def _user_message(message: UserInput) -> UserMessage:
     if isinstance(message, UserMessage):
         return message
@@ -691,7 +700,7 @@ def _user_message(message: UserInput) -> UserMessage:
                 parts.append(TextPart(part))
             elif isinstance(part, _PART_TYPES):
                 parts.append(part)
-            elif isinstance(part, (Image, Audio, File)):
+            elif _is_media(part):
                 parts.append(part.to_part())
             elif isinstance(part, Mapping):
                 content = _content_from_openai([part], f"$.message[{i}]")

@@ -8,7 +8,6 @@ from typing import Any
 import attrs
 
 from agentfsm.messages import AssistantMessage, UserMessage, messages_to_openai
-from agentfsm.serde import unstructure
 from agentfsm.state import Conversation, ErrorInfo, RequestRecord, StopReason, Usage
 
 __all__ = ["AgentResponse"]
@@ -84,6 +83,8 @@ class AgentResponse:
 
     def to_dict(self) -> dict[str, Any]:
         """A plain JSON-ready dict of the response (the conversation in its serialized form)."""
+        from agentfsm.serde import unstructure  # cattrs loads when something is serialized
+
         return {
             "output": self.output,
             "stop_reason": self.stop_reason.value,

@@ -5,12 +5,11 @@ from __future__ import annotations
 import functools
 from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from agentfsm.context import ContextSettings, trimming
-from agentfsm.context.counting import SimpleCounter, TokenCounter, make_counter
+from agentfsm.context import ContextSettings
 from agentfsm.errors import ConfigurationError
 from agentfsm.executor import ToolExecutor
 from agentfsm.hooks import _Hooks
@@ -22,6 +21,9 @@ from agentfsm.state import ContextWindow, Conversation
 from agentfsm.stop import _StopBoard, _StopSignal
 from agentfsm.tools import Tool
 from agentfsm.usage import Usage
+
+if TYPE_CHECKING:
+    from agentfsm.context.counting import TokenCounter
 
 __all__ = ["ModelSlot", "Wiring", "lazy_counter"]
 
@@ -44,7 +46,13 @@ class ModelSlot:
 def lazy_counter(method: str, model: str, default_encoding: str) -> Callable[[], TokenCounter]:
     """The token counter of ``method``, built on first use (tiktoken loads its encoding then,
     not when the agent is built: an agent that never trims never pays for it)."""
-    return functools.cache(lambda: make_counter(method, model, default_encoding))
+
+    def build() -> TokenCounter:
+        from agentfsm.context.counting import make_counter
+
+        return make_counter(method, model, default_encoding)
+
+    return functools.cache(build)
 
 
 @attrs.frozen(kw_only=True)
@@ -108,6 +116,8 @@ class Wiring:
         try:
             return self.counter_factory()
         except ConfigurationError:
+            from agentfsm.context.counting import SimpleCounter
+
             return SimpleCounter()
 
     @property
@@ -119,6 +129,8 @@ class Wiring:
         """What of ``conversation`` fits the context settings (``None``: all of it, as is)."""
         if not self.context.trims:
             return None
+        from agentfsm.context import trimming  # loads with the first trim
+
         fitted = trimming.fit(
             conversation.messages,
             newest_user=conversation.run_start,
@@ -153,6 +165,8 @@ class Wiring:
             if self.system_prompt:
                 messages.insert(0, {"role": "system", "content": self.system_prompt})
             return messages
+        from agentfsm.context import trimming
+
         return trimming.render(
             conversation.messages,
             trimming.Fit(selected=window.selected, truncated=window.truncated, notes=window.notes),

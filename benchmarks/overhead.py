@@ -2,9 +2,12 @@
 
 Both run the same one-tool conversation (user → tool call → tool result → final answer)
 against the scripted server in another process, so the server's CPU is not counted. Prints
-CPU seconds per conversation for both and their ratio, sequentially and with 500 at once.
+CPU seconds per conversation for both and their ratio, sequentially and with 500 at once;
+and the time ``import agentfsm`` takes against ``import openai`` (each in a fresh interpreter,
+best of ``--imports`` runs; agentfsm's figure includes the openai it imports).
 
     python benchmarks/overhead.py [--conversations 300] [--concurrent 500] [--rounds 3]
+                                  [--imports 15]
 """
 
 from __future__ import annotations
@@ -93,6 +96,33 @@ async def measure(
     return sequential, parallel
 
 
+def import_seconds(module: str, runs: int) -> float:
+    """The best wall time of ``import module`` in a fresh interpreter (startup excluded)."""
+    code = f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
+    return min(
+        float(
+            subprocess.run(
+                [sys.executable, "-c", code], capture_output=True, text=True, check=True
+            ).stdout
+        )
+        for _ in range(runs)
+    )
+
+
+def print_imports(runs: int) -> None:
+    """``import agentfsm`` against ``import openai``, interleaved so drift hits both alike."""
+    openai_best, fsm_best = float("inf"), float("inf")
+    for _ in range(runs):
+        openai_best = min(openai_best, import_seconds("openai", 1))
+        fsm_best = min(fsm_best, import_seconds("agentfsm", 1))
+    print(f"import, best of {runs} fresh interpreters, ms")
+    print(f"{'':24}{'openai':>12}{'agentfsm':>12}{'ratio':>8}")
+    print(
+        f"{'import':24}{openai_best * 1e3:12.1f}{fsm_best * 1e3:12.1f}"
+        f"{fsm_best / openai_best:8.3f}x"
+    )
+
+
 async def main(conversations: int, concurrent: int, rounds: int) -> None:
     server = subprocess.Popen(  # noqa: ASYNC220 - started once, before anything is measured
         [sys.executable, "-m", "agentfsm.testing", "--scenario", "weather", "--port", "0"],
@@ -155,5 +185,7 @@ if __name__ == "__main__":
     parser.add_argument("--conversations", type=int, default=300)
     parser.add_argument("--concurrent", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--imports", type=int, default=15)
     args = parser.parse_args()
+    print_imports(args.imports)
     asyncio.run(main(args.conversations, args.concurrent, args.rounds))
