@@ -635,6 +635,7 @@ def _generate(tool_name: str, func: Callable[..., Any]) -> tuple[dict[str, Any],
         hint = hints.get(param.name, _UNANNOTATED)
         source = _injection(param, hint, declared=())
         if source is not _NOT_INJECTED:
+            _check_injected_hint(tool_name, param.name, hint)
             injected.append((param.name, source))
             continue
         try:
@@ -688,6 +689,24 @@ def _is_tool_context(hint: Any) -> bool:
         members = [m for m in typing.get_args(hint) if m is not type(None)]
         return len(members) == 1 and _is_tool_context(members[0])
     return False
+
+
+_STRING_HINTS = (str, typing.Optional[str], str | None, Any, object)  # noqa: UP045 - both spellings
+
+
+def _check_injected_hint(tool_name: str, name: str, hint: Any) -> None:
+    """``user_id`` / ``chat_id`` receive strings (``user_id`` may be None): refuse another
+    annotation rather than silently pass a string where the tool expects, say, an int."""
+    if name not in _RESERVED or hint is _UNANNOTATED or hint in _STRING_HINTS:
+        return
+    shown = getattr(hint, "__name__", None) or repr(hint)
+    raise ToolDefinitionError(
+        tool_name,
+        f"parameter {name!r} is injected by agentfsm with the conversation's {name} (a string"
+        f"{', or None' if name == 'user_id' else ''}), but is annotated {shown}; annotate it "
+        f"'str{' | None' if name == 'user_id' else ''}', or give the parameter another name if "
+        "the model should supply it",
+    )
 
 
 def _injection(param: inspect.Parameter, hint: Any, declared: Iterable[str]) -> Any:
@@ -775,8 +794,10 @@ def _bind_declared(name: str, parameters: Any, func: Any) -> _Binding:
         if param.kind is param.POSITIONAL_ONLY:
             _skip_positional_only(name, param)
             continue
-        source = _injection(param, hints.get(param.name, param.annotation), properties)
+        hint = hints.get(param.name, param.annotation)
+        source = _injection(param, hint, properties)
         if source is not _NOT_INJECTED:
+            _check_injected_hint(name, param.name, _UNANNOTATED if hint is param.empty else hint)
             injected.append((param.name, source))
             continue
         accepted.append(param.name)

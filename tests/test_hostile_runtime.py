@@ -457,3 +457,28 @@ async def test_a_callers_cancel_wins_over_a_stop_that_came_with_it(
     assert (stored.phase, stored.stop_reason) == (Phase.STOPPED, StopReason.USER_STOP)
     again = await agent.send_message("again", chat_id="c1")
     assert again.output == "next run"
+
+
+@pytest.mark.parametrize("annotation", ["int", "list[str]", "dict[str, str]"])
+def test_an_injected_id_annotated_as_another_type_is_refused(annotation: str) -> None:
+    """``user_id: int`` would receive a string: the tool is refused when it is defined."""
+    from agentfsm import ToolDefinitionError
+
+    namespace: dict[str, Any] = {}
+    exec(  # a tool defined with the annotation under test
+        f"def f(city: str, user_id: {annotation}) -> str:\n    '''Weather.'''\n    return city\n",
+        namespace,
+    )
+    with pytest.raises(ToolDefinitionError, match="annotate it 'str \\| None'"):
+        tool(namespace["f"])
+
+
+def test_injected_ids_annotated_as_strings_are_accepted() -> None:
+    """``user_id: str | None`` and ``chat_id: str`` (or no annotation) stay injected."""
+
+    @tool
+    def f(city: str, user_id: str | None, chat_id: str, context=None) -> str:  # type: ignore[no-untyped-def]
+        """Weather."""
+        return city
+
+    assert set(f.parameters["properties"]) == {"city"}
