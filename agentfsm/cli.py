@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 import uuid
-from collections.abc import Callable, Iterator, MutableMapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from agentfsm.agent import Agent
     from agentfsm.agents import AsyncOpenAIStreamingAgent
     from agentfsm.messages import Message
+    from agentfsm.response import AgentResponse
     from agentfsm.state import Conversation
     from agentfsm.store import Store
 
@@ -39,6 +40,9 @@ _LEVELS = {  # structlog's method names -> logging levels
     "fatal": logging.CRITICAL,
 }
 _STORE_FORMS = "sqlite:///PATH, redis://HOST[:PORT][/DB] or postgresql://USER@HOST/DB"
+# The options of `chat` that build an agent; with --agent, the agent has its own.
+_AGENT_SETTINGS = ("--model", "--base-url", "--api-key", "--store", "--system", "--max-turns",
+                   "--accurate")  # fmt: skip
 
 
 class _CommandError(Exception):
@@ -68,14 +72,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _CommandError as error:
         if args.debug:
             raise
-        print(f"agentfsm: error: {error}", file=sys.stderr)
+        print(f"agentfsm: error: {_one_line(str(error))}", file=sys.stderr)
         return 1
     except Exception as error:
         if args.debug:
             raise
-        print(f"agentfsm: error: {type(error).__name__}: {error}", file=sys.stderr)
+        print(f"agentfsm: error: {type(error).__name__}: {_one_line(str(error))}", file=sys.stderr)
         return 1
     return 0
+
+
+def _one_line(text: str) -> str:
+    """An error message on one line: drivers add DETAIL and HINT lines, tracebacks are for
+    ``--debug``."""
+    return " ".join(text.split())
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -119,19 +129,26 @@ def _parser() -> argparse.ArgumentParser:
 
     chat = commands.add_parser(
         "chat",
-        help="chat with a model in the terminal (Ctrl-C stops a run, Ctrl-D exits)",
-        description="Chat with a model in the terminal through a streaming agent. Ctrl-C "
-        "during an answer stops the run (the chat goes on); Ctrl-C at the prompt or "
-        "Ctrl-D (end of input) exits.",
+        help="chat with a model, or your own agent, in the terminal (Ctrl-C stops a run, "
+        "Ctrl-D exits)",
+        description="Chat in the terminal with a model through a streaming agent, or with "
+        "your own agent and its tools (--agent). Ctrl-C during an answer stops the run (the "
+        "chat goes on); Ctrl-C at the prompt or Ctrl-D (end of input) exits.",
     )
-    chat.add_argument("--model", required=True)
+    chat.add_argument(
+        "--agent",
+        metavar="MODULE:NAME",
+        help="chat with this agent of yours, its tools, hooks and store (e.g. "
+        f"myapp.agents:agent); it replaces {', '.join(_AGENT_SETTINGS)}",
+    )
+    chat.add_argument("--model", help="the model (required without --agent)")
     chat.add_argument("--base-url", help="an OpenAI-compatible endpoint (default: OpenAI's)")
     chat.add_argument("--api-key", help="the endpoint's key (default: $OPENAI_API_KEY)")
     chat.add_argument("--store", metavar="URL", help=f"keep the chat in a store: {_STORE_FORMS}")
-    chat.add_argument("--chat-id", help="the chat to continue (with --store) or to create")
+    chat.add_argument("--chat-id", help="the chat to continue (with a store) or to create")
     chat.add_argument("--user-id", help="the user the chat belongs to")
-    chat.add_argument("--system", default="", metavar="PROMPT", help="a system prompt")
-    chat.add_argument("--max-turns", type=int, default=10, help="model calls per message")
+    chat.add_argument("--system", metavar="PROMPT", help="a system prompt")
+    chat.add_argument("--max-turns", type=int, help="model calls per message (default: 10)")
     chat.add_argument(
         "--accurate",
         action="store_true",
@@ -264,7 +281,14 @@ def _sqlite_path(url: str) -> str | None:
 def _check_sqlite_file(url: str) -> None:
     path = _sqlite_path(url)
     if path and path != ":memory:" and not os.path.exists(path):
-        raise _CommandError(f"no database file at {path!r} (--store {url})")
+        hint = ""
+        if not os.path.isabs(path):
+            # sqlite:///tmp/x.db is the relative tmp/x.db: the URL form SQLAlchemy uses too.
+            hint = (
+                f"; a path after sqlite:/// is relative to {os.getcwd()!r}, an absolute path "
+                f"needs four slashes: sqlite:////{path}"
+            )
+        raise _CommandError(f"no database file at {path!r} (--store {url}){hint}")
 
 
 def _open_store(url: str) -> Store:
@@ -360,10 +384,16 @@ def _message_text(message: Message) -> str:
     content = message.content
     if isinstance(content, str):
         return _clip(content, 100)
-    parts = [
-        p.text if isinstance(p, TextPart) else f"[{p.data.get('type', 'part')}]" for p in content
-    ]
+    parts = [p.text if isinstance(p, TextPart) else f"[{_part_kind(p)}]" for p in content]
     return _clip(" ".join(parts), 100)
+
+
+def _part_kind(part: object) -> str:
+    """The OpenAI ``type`` of a content part (``image_url``, ``input_audio`` …)."""
+    to_openai = getattr(part, "to_openai", None)
+    data = to_openai() if callable(to_openai) else getattr(part, "data", None)
+    kind = data.get("type") if isinstance(data, Mapping) else None
+    return kind if isinstance(kind, str) else "part"
 
 
 def _clip(text: str, limit: int) -> str:
@@ -375,25 +405,44 @@ def _clip(text: str, limit: int) -> str:
 
 
 async def _chat(args: argparse.Namespace) -> None:
-    from agentfsm.agents import AsyncOpenAIStreamingAgent
-
-    store = _open_store(args.store) if args.store else None
+    agent = _chat_agent(args)
     chat_id: str = args.chat_id or uuid.uuid4().hex[:12]
-    agent = AsyncOpenAIStreamingAgent(
-        model=args.model,
-        base_url=args.base_url,
-        api_key=args.api_key,
-        system_prompt=args.system,
-        max_turns=args.max_turns,
-        store=store,
-        context_handling_method="accurate" if args.accurate else "simple",
-    )
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(agent.aclose)
+        store = agent.store
         if store is not None:
             await stack.enter_async_context(store)
         session = _ChatSession(agent, chat_id, args.user_id)
         await session.run(continued=await store.load(chat_id) if store is not None else None)
+
+
+def _chat_agent(args: argparse.Namespace) -> Agent:
+    """The agent ``chat`` talks to: the user's own (``--agent``), or one built from options."""
+    if args.agent:
+        given = [
+            option
+            for option in _AGENT_SETTINGS
+            if getattr(args, option[2:].replace("-", "_")) not in (None, False)
+        ]
+        if given:
+            raise _CommandError(
+                f"{', '.join(given)} cannot be combined with --agent: the agent has its own "
+                "settings (set them where it is built)"
+            )
+        return _import_agent(args.agent)
+    if not args.model:
+        raise _CommandError("chat needs --model (or --agent MODULE:NAME for your own agent)")
+    from agentfsm.agents import AsyncOpenAIStreamingAgent
+
+    return AsyncOpenAIStreamingAgent(
+        model=args.model,
+        base_url=args.base_url,
+        api_key=args.api_key,
+        system_prompt=args.system or "",
+        max_turns=args.max_turns if args.max_turns is not None else 10,
+        store=_open_store(args.store) if args.store else None,
+        context_handling_method="accurate" if args.accurate else "simple",
+    )
 
 
 _EOF = object()
@@ -403,7 +452,7 @@ _INTERRUPT = object()
 class _ChatSession:
     """One terminal chat: lines in from stdin, streamed answers out, Ctrl-C as the stop."""
 
-    def __init__(self, agent: AsyncOpenAIStreamingAgent, chat_id: str, user_id: str | None):
+    def __init__(self, agent: Agent, chat_id: str, user_id: str | None):
         self.agent = agent
         self.chat_id = chat_id
         self.user_id = user_id
@@ -435,44 +484,63 @@ class _ChatSession:
 
     async def _answer(self, text: str) -> None:
         from agentfsm.errors import AgentFSMError
-        from agentfsm.hooks import FinalResponseEvent, TokenEvent, ToolCallEvent, ToolResultEvent
 
         keep = self.agent.store is None  # without a store, the session holds the chat
-        stream = self.agent.stream_message(
+        self.running = True
+        _say("assistant> ")
+        try:
+            if isinstance(self.agent, _streaming_agent()):
+                response = await self._stream(self.agent, text, keep)
+            else:
+                response = await self.agent.send_message(
+                    text,
+                    user_id=self.user_id,
+                    chat_id=self.chat_id,
+                    conversation=self.conversation if keep else None,
+                )
+                _show_tools(response.conversation)
+                _say(response.output)
+            if response is not None:
+                self.conversation = response.conversation
+                _say("\n")
+                if response.stop_reason.value != "response":
+                    detail = f": {response.error.message}" if response.error else ""
+                    _say(f"[stopped: {response.stop_reason.value}{_one_line(detail)}]\n")
+        except AgentFSMError as error:  # e.g. another worker runs this chat: say so, go on
+            _say(f"\n[error: {_one_line(str(error))}]\n")
+        finally:
+            self.running = False
+
+    async def _stream(
+        self, agent: AsyncOpenAIStreamingAgent, text: str, keep: bool
+    ) -> AgentResponse | None:
+        """Stream one answer to the terminal; its response (``None`` if the stream had none)."""
+        from agentfsm.hooks import FinalResponseEvent, TokenEvent, ToolCallEvent, ToolResultEvent
+
+        stream = agent.stream_message(
             text,
             user_id=self.user_id,
             chat_id=self.chat_id,
             conversation=self.conversation if keep else None,
         )
-        self.running = True
         streamed = False
-        _say("assistant> ")
-        try:
-            async with contextlib.aclosing(stream):
-                async for event in stream:
-                    if isinstance(event, TokenEvent):
-                        streamed = True
-                        _say(event.delta)
-                    elif isinstance(event, ToolCallEvent):
-                        call = event.call
-                        _say(f"\n  → {call.name}({_clip(call.arguments, 200)})")
-                        streamed = True
-                    elif isinstance(event, ToolResultEvent):
-                        mark = "✗" if event.is_error else "←"
-                        _say(f"\n  {mark} {event.tool_name}: {_clip(event.content, 200)}\n")
-                    elif isinstance(event, FinalResponseEvent):
-                        response = event.response
-                        self.conversation = response.conversation
-                        if not streamed and response.output:
-                            _say(response.output)
-                        _say("\n")
-                        if response.stop_reason.value != "response":
-                            detail = f": {response.error.message}" if response.error else ""
-                            _say(f"[stopped: {response.stop_reason.value}{detail}]\n")
-        except AgentFSMError as error:  # e.g. another worker runs this chat: say so, go on
-            _say(f"\n[error: {error}]\n")
-        finally:
-            self.running = False
+        response = None
+        async with contextlib.aclosing(stream):
+            async for event in stream:
+                if isinstance(event, TokenEvent):
+                    streamed = True
+                    _say(event.delta)
+                elif isinstance(event, ToolCallEvent):
+                    _say(f"\n  → {event.call.name}({_clip(event.call.arguments, 200)})")
+                    streamed = True
+                elif isinstance(event, ToolResultEvent):
+                    mark = "✗" if event.is_error else "←"
+                    _say(f"\n  {mark} {event.tool_name}: {_clip(event.content, 200)}\n")
+                elif isinstance(event, FinalResponseEvent):
+                    response = event.response
+                    if not streamed and response.output:
+                        _say(response.output)
+        return response
 
     def _on_sigint(self) -> None:
         if self.running:
@@ -521,6 +589,26 @@ def _sigint_handler(loop: asyncio.AbstractEventLoop, handler: Callable[[], None]
         yield
     finally:
         loop.remove_signal_handler(signal.SIGINT)
+
+
+def _streaming_agent() -> type[AsyncOpenAIStreamingAgent]:
+    from agentfsm.agents import AsyncOpenAIStreamingAgent
+
+    return AsyncOpenAIStreamingAgent
+
+
+def _show_tools(conversation: Conversation) -> None:
+    """The tool calls and results of a run that did not stream, as a stream shows them."""
+    from agentfsm.messages import AssistantMessage, ToolMessage
+
+    for message in conversation.run_messages:
+        if isinstance(message, AssistantMessage):
+            for call in message.tool_calls:
+                _say(f"\n  → {call.name}({_clip(call.arguments, 200)})")
+        elif isinstance(message, ToolMessage):
+            mark = "✗" if message.is_error else "←"
+            _say(f"\n  {mark} {message.tool_name or message.tool_call_id}: ")
+            _say(f"{_clip(message.content, 200)}\n")
 
 
 def _say(text: str) -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import random
+import time
 from collections.abc import Mapping
+from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 
 import attrs
@@ -18,6 +21,24 @@ Backoff = Literal["exponential", "linear", "fixed"]
 
 _CLASSES: tuple[ErrorClass, ...] = ("rate_limit", "server_error", "timeout", "connection_error")
 _BACKOFFS: tuple[Backoff, ...] = ("exponential", "linear", "fixed")
+
+
+def _finite(minimum: float) -> Any:
+    """An attrs validator: a finite number of at least ``minimum`` (never NaN or infinite)."""
+
+    def check(_instance: object, attribute: attrs.Attribute[float], value: float) -> None:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or value < minimum
+        ):
+            raise ConfigurationError(
+                f"retry_strategy[{attribute.name!r}] must be a number >= {minimum:g} (finite), "
+                f"got {value!r}"
+            )
+
+    return check
 
 
 @attrs.frozen
@@ -50,6 +71,9 @@ class RetryStrategy:
 
     A ``Retry-After`` / ``retry-after-ms`` header of a 429 wins over the computed delay (capped
     by ``max_delay``). Jitter only ever lengthens a delay, by up to a quarter, and never past
+    ``max_delay``. Whatever a server sends, a delay is a finite number of seconds in
+    ``[0, max_delay]``: a header that is not a number (``nan``, ``soon``) is ignored, one that
+    is negative or a past date means no wait, and ``inf`` or a far-future date waits
     ``max_delay``.
     """
 
@@ -57,9 +81,9 @@ class RetryStrategy:
     server_error: RetryPolicy = RetryPolicy(3, "linear")
     timeout: RetryPolicy = RetryPolicy(2, "fixed")
     connection_error: RetryPolicy = RetryPolicy(3, "exponential")
-    backoff_base: float = 2.0
-    initial_delay: float = 1.0
-    max_delay: float = 60.0
+    backoff_base: float = attrs.field(default=2.0, validator=_finite(1))
+    initial_delay: float = attrs.field(default=1.0, validator=_finite(0))
+    max_delay: float = attrs.field(default=60.0, validator=_finite(0))
     jitter: bool = True
 
     @classmethod
@@ -92,20 +116,18 @@ class RetryStrategy:
                 )
         for name in numbers:
             if name in value:
-                number = value[name]
-                if isinstance(number, bool) or not isinstance(number, (int, float)) or number < 0:
+                number = _float(value[name])
+                if number is None:
                     raise ConfigurationError(
-                        f"retry_strategy[{name!r}] must be a number >= 0, got {number!r}"
+                        f"retry_strategy[{name!r}] must be a number >= "
+                        f"{1 if name == 'backoff_base' else 0} (finite), got {value[name]!r}"
                     )
-                changes[name] = float(number)
+                changes[name] = number  # the fields' validators check the range
         if "jitter" in value:
             if not isinstance(value["jitter"], bool):
                 raise ConfigurationError("retry_strategy['jitter'] must be True or False")
             changes["jitter"] = value["jitter"]
-        strategy = cls(**changes)
-        if strategy.backoff_base < 1:
-            raise ConfigurationError("retry_strategy['backoff_base'] must be >= 1")
-        return strategy
+        return cls(**changes)
 
     def policy(self, error_class: ErrorClass) -> RetryPolicy:
         """The policy of one class of failures."""
@@ -119,22 +141,44 @@ class RetryStrategy:
         error: BaseException | None = None,
         rng: random.Random | None = None,
     ) -> float:
-        """Seconds to wait before retry number ``retry`` (1 for the first) of ``error_class``."""
-        header = _retry_after(error) if error is not None else None
-        if header is not None:
-            base = header
-        else:
-            backoff = self.policy(error_class).backoff
-            if backoff == "exponential":
-                base = self.initial_delay * self.backoff_base ** (retry - 1)
-            elif backoff == "linear":
-                base = self.initial_delay * retry
-            else:
-                base = self.initial_delay
-        base = min(base, self.max_delay)
+        """Seconds to wait before retry number ``retry`` (1 for the first) of ``error_class``.
+
+        Always a finite number in ``[0, max_delay]``, whatever the server's headers say.
+        """
+        asked = _retry_after(error) if error is not None else None
+        base = self._backoff(error_class, retry) if asked is None else asked
+        base = _within(base, self.max_delay)
         if self.jitter and base > 0:
-            base = min(base * (1 + (rng or random).random() / 4), max(self.max_delay, base))
+            base = min(base * (1 + (rng or random).random() / 4), self.max_delay)
         return base
+
+    def _backoff(self, error_class: ErrorClass, retry: int) -> float:
+        backoff = self.policy(error_class).backoff
+        if backoff == "fixed" or self.initial_delay == 0:
+            return self.initial_delay
+        try:
+            if backoff == "linear":
+                return self.initial_delay * retry
+            return self.initial_delay * self.backoff_base ** (retry - 1)
+        except OverflowError:  # past the largest float: far beyond any max_delay
+            return math.inf
+
+
+def _within(seconds: float, max_delay: float) -> float:
+    """``seconds`` clamped to ``[0, max_delay]``; NaN (never asked for on purpose) is 0."""
+    if math.isnan(seconds):
+        return 0.0
+    return min(max(seconds, 0.0), max_delay)
+
+
+def _float(value: object) -> float | None:
+    """``value`` as a float, or ``None`` if it is not a number (or an int past any float)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        return float(value)
+    except OverflowError:
+        return None
 
 
 def _policy(name: str, value: Any, default: RetryPolicy) -> RetryPolicy:
@@ -186,29 +230,45 @@ def classify(error: BaseException) -> ErrorClass | None:
 
 
 def _retry_after(error: BaseException) -> float | None:
-    """Seconds asked for by a ``retry-after-ms`` or ``Retry-After`` header, if any."""
+    """Seconds asked for by a ``retry-after-ms`` or ``Retry-After`` header, if any.
+
+    ``None`` when neither header is there or neither says a number of seconds or a date: a
+    server's nonsense (``nan``, ``soon``) falls back to the computed backoff. The value is not
+    clamped here: negative and infinite values are, by :func:`_within`.
+    """
     response = getattr(error, "response", None)
     headers = getattr(response, "headers", None)
     if headers is None:
         return None
-    millis = headers.get("retry-after-ms")
+    millis = _number(headers.get("retry-after-ms"))
     if millis is not None:
-        try:
-            return max(float(millis) / 1000, 0.0)
-        except ValueError:
-            pass
-    seconds = headers.get("retry-after")
+        return millis / 1000
+    value = headers.get("retry-after")
+    if not isinstance(value, str):
+        return None
+    seconds = _number(value)
     if seconds is not None:
-        try:
-            return max(float(seconds), 0.0)
-        except ValueError:
-            from email.utils import parsedate_to_datetime
+        return seconds
+    return _seconds_until(value)
 
-            try:
-                when = parsedate_to_datetime(seconds)
-            except (TypeError, ValueError):
-                return None
-            import time
 
-            return max(when.timestamp() - time.time(), 0.0)
-    return None
+def _number(value: object) -> float | None:
+    """A header's value as a number, or ``None`` if it is missing, not a number, or NaN."""
+    if not isinstance(value, str):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return None if math.isnan(number) else number
+
+
+def _seconds_until(value: str) -> float | None:
+    """Seconds from now until an HTTP date (negative if past), or ``None`` if not a date."""
+    try:
+        when = parsedate_to_datetime(value)
+        return when.timestamp() - time.time()
+    # A hostile date can trip the parser in several ways (a day 0, a year 99999, a
+    # timestamp the platform cannot represent): all of them mean "not a date we can use".
+    except (TypeError, ValueError, IndexError, OverflowError, OSError):
+        return None

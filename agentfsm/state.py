@@ -25,7 +25,7 @@ __all__ = [
     "Usage",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class Phase(str, enum.Enum):

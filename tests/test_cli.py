@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -173,6 +174,52 @@ async def test_inspect_an_unknown_chat_is_one_error_line(
     assert err.startswith("agentfsm: error: --store 'mysql://db' is not a store URL")
 
 
+async def test_a_three_slash_sqlite_url_to_a_missing_file_says_four_slashes_are_absolute(
+    server: ScriptedOpenAIServer, tmp_path: Path
+) -> None:
+    """sqlite:///tmp/x.db names the relative tmp/x.db: the error says an absolute path needs
+    sqlite:////tmp/x.db, and that URL works."""
+    path = tmp_path / "chats.db"
+    await _stored_run(server, path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    relative = str(path).lstrip("/")
+    code, out, err = await _agentfsm("inspect", "chat-1", "--store", f"sqlite:///{relative}",
+                                     cwd=elsewhere)  # fmt: skip
+    assert (code, out) == (1, "")
+    assert err == (
+        f"agentfsm: error: no database file at {relative!r} (--store sqlite:///{relative}); a "
+        f"path after sqlite:/// is relative to {str(elsewhere)!r}, an absolute path needs four "
+        f"slashes: sqlite:////{relative}\n"
+    )
+    code, out, err = await _agentfsm("inspect", "chat-1", "--store", f"sqlite:////{relative}",
+                                     cwd=elsewhere)  # fmt: skip
+    assert (code, err) == (0, "")
+    assert "chat      chat-1" in out
+
+
+async def test_store_and_input_errors_are_one_line(tmp_path: Path) -> None:
+    """A store that is down (a multi-line driver message), a file that is not a database and
+    a bad chat id each print one line, as typed agentfsm errors."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (tmp_path / "notes.txt").write_text("not a database")
+    cases = [
+        ("x", f"postgresql://postgres@127.0.0.1:{port}/postgres",
+         "agentfsm: error: StoreError: PostgresStore(table='agentfsm_conversations'): cannot "
+         "reach PostgreSQL"),
+        ("x", "sqlite:///notes.txt",
+         "agentfsm: error: StoreError: SQLiteStore('notes.txt'): file is not a database"),
+        ("a\x01" * 600, "sqlite:///notes.txt",
+         "agentfsm: error: InvalidInputError: chat_id must be a non-empty string of at most 1024"),
+    ]  # fmt: skip
+    for chat_id, url, start in cases:
+        code, out, err = await _agentfsm("inspect", chat_id, "--store", url, cwd=tmp_path)
+        assert (code, out, err.count("\n")) == (1, "", 1), err
+        assert err.startswith(start), err
+
+
 async def test_debug_shows_the_traceback() -> None:
     """With --debug an error is raised with its traceback instead of the one-line message."""
     code, _, err = await _agentfsm("--debug", "inspect", "x", "--store", "mysql://db")
@@ -298,6 +345,66 @@ async def test_chat_without_an_api_key_is_one_error_line() -> None:
     assert err.startswith("agentfsm: error: ConfigurationError: no API key")
 
 
+_MY_AGENTS = """
+from agentfsm import {cls}, tool
+
+
+@tool
+def get_weather(city: str) -> str:
+    \"\"\"Current weather for a city.\"\"\"
+    return f"Sunny in {{city}}"
+
+
+agent = {cls}(
+    model="scripted-model", api_key="k", base_url={base_url!r}, tool_registry=[get_weather],
+    system_prompt="You are terse.", context_handling_method="simple",
+)
+"""
+
+
+@pytest.mark.parametrize("cls", ["AsyncOpenAIStreamingAgent", "AsyncOpenAISimpleAgent"])
+async def test_chat_with_your_own_agent_and_its_tools(
+    server: ScriptedOpenAIServer, tmp_path: Path, cls: str
+) -> None:
+    """`chat --agent MODULE:NAME` talks to the user's agent: its tools run and show, its
+    system prompt is sent; a streaming and a plain agent alike."""
+    (tmp_path / "myagents.py").write_text(_MY_AGENTS.format(cls=cls, base_url=server.base_url))
+    server.add(tool_calls(call("get_weather", {"city": "Tokyo"})), text("Sunny in Tokyo."))
+    code, out, err = await _agentfsm(
+        "chat", "--agent", "myagents:agent", "--chat-id", "c1", stdin="weather in tokyo?\n",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert (code, err) == (0, "")
+    assert "agentfsm chat · scripted-model · chat c1" in out
+    assert '\n  → get_weather({"city": "Tokyo"})\n  ← get_weather: Sunny in Tokyo\n' in out
+    assert out.endswith("Sunny in Tokyo.\nyou> \n")
+    assert [m["role"] for m in server.requests[-1].messages] == [
+        "system", "user", "assistant", "tool",
+    ]  # fmt: skip
+    assert server.requests[0].tools[0]["function"]["name"] == "get_weather"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--agent", "myagents:agent", "--model", "m", "--store", "sqlite:///x.db"],
+            "--model, --store cannot be combined with --agent: the agent has its own settings",
+        ),
+        (["--agent", "myagents"], "--agent must be MODULE:NAME"),
+        (["--agent", "no_such_module:agent"], "--agent: cannot import 'no_such_module'"),
+        ([], "chat needs --model (or --agent MODULE:NAME for your own agent)"),
+    ],
+)
+async def test_chat_agent_option_errors_are_one_line(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    """Options --agent replaces, a malformed or missing agent: one line saying what to do."""
+    code, _, err = await _agentfsm("chat", *args, stdin="", cwd=tmp_path)
+    assert (code, err.count("\n")) == (1, 1), err
+    assert err.startswith(f"agentfsm: error: {message}"), err
+
+
 # --------------------------------------------------------------------------- demo, logging
 
 
@@ -323,3 +430,70 @@ async def test_importing_agentfsm_leaves_structlog_unconfigured() -> None:
     )
     out, _ = await process.communicate()
     assert out.decode().strip() == "False"
+
+
+# --------------------------------------------------------------------------- docs tables
+
+# The docs render the same tables `graph` does, at build time (mkdocs_hooks.py).
+
+
+def _rendered(page: str) -> str:
+    """A docs page as MkDocs hands it on, placeholders filled."""
+    import mkdocs_hooks
+
+    markdown = (ROOT / "docs" / page).read_text(encoding="utf-8")
+    return mkdocs_hooks.on_page_markdown(markdown, page=None, config=None, files=None)
+
+
+def test_the_hooks_page_lists_every_hook_with_its_event_and_fields() -> None:
+    """docs/hooks.md shows one row per HOOK_EVENTS entry, with the event's own fields and
+    their docstring descriptions; no placeholder is left."""
+    import attrs
+
+    from agentfsm.hooks import HOOK_EVENTS, Event, RetryEvent
+
+    page = _rendered("hooks.md")
+    rows = [line for line in page.splitlines() if line.startswith("| `on_")]
+    assert [row.split(" | ")[:2] for row in rows] == [
+        [f"| `{name}`", f"`{event.__name__}`"] for name, event in HOOK_EVENTS.items()
+    ]
+    for row, event in zip(rows, HOOK_EVENTS.values(), strict=True):
+        common = {field.name for field in attrs.fields(Event)}
+        for field in attrs.fields(event):
+            assert (f"`{field.name}`" in row) is (field.name not in common), (row, field.name)
+    retry = rows[list(HOOK_EVENTS.values()).index(RetryEvent)]
+    assert "`delay`: seconds waited before the next attempt." in retry
+    assert "<!--" not in page
+
+
+def test_the_machine_page_lists_every_guard_and_edge_in_order() -> None:
+    """docs/machine.md shows the guards in priority order and every edge of the machine."""
+    import mkdocs_hooks
+    from agentfsm.machine import EDGES, GUARDS, NEW_RUN
+
+    page = _rendered("machine.md")
+    rows = [line.split(" | ") for line in page.splitlines() if line.startswith("| `")]
+    names = {guard.name for guard in GUARDS}
+    first = [row[0].removeprefix("| `").removesuffix("`") for row in rows]
+    assert [name for name in first if name in names] == [guard.name for guard in GUARDS]
+    moves = {(row[0][3:-1], row[-1][1:-3]) for row in rows}
+    expected = {(phase.value, target.value) for (phase, _), target in EDGES.items()}
+    expected |= {
+        ((key[0] if isinstance(key, tuple) else key).value, target.value)
+        for key, target in NEW_RUN.items()
+    }
+    assert expected <= moves
+    assert not any(placeholder in page for placeholder in mkdocs_hooks.TABLES)
+
+
+async def test_the_docs_build_strictly(tmp_path: Path) -> None:
+    """`mkdocs build --strict` passes: every generated table and diagram renders."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "--site-dir",
+        str(tmp_path / "site"), cwd=ROOT, env=_env(), stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode == 0, (out + err).decode()
+    hooks = (tmp_path / "site" / "hooks" / "index.html").read_text(encoding="utf-8")
+    assert "<td><code>on_budget_exceeded</code></td>" in hooks

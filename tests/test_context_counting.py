@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import doctest
 import gc
 import math
+import struct
 from typing import Any
 
 import openai
@@ -23,8 +25,12 @@ from agentfsm.context.counting import (
 )
 from agentfsm.context.trimming import fit, render
 from agentfsm.errors import ConfigurationError
+from agentfsm.media import Image
 from agentfsm.messages import (
     AssistantMessage,
+    AudioPart,
+    FilePart,
+    ImagePart,
     Message,
     RawPart,
     SystemMessage,
@@ -114,7 +120,7 @@ COOKBOOK_TOOL_MESSAGES: list[dict[str, Any]] = [
     {"role": "user", "content": "What's the weather like in San Francisco?"},
 ]
 
-IMAGE = RawPart({"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}})
+IMAGE = ImagePart("https://example.com/cat.png", "low")  # 85 tokens by every counter
 
 
 def every_kind() -> list[Message]:
@@ -443,3 +449,88 @@ async def test_server_usage_equals_our_count_of_the_request(counter: TokenCounte
 def test_docstring_examples_run() -> None:
     """The examples in counting's docstrings are right."""
     assert doctest.testmod(agentfsm.context.counting).failed == 0
+
+
+# --------------------------------------------------------------------------- content parts
+
+
+def png_header(width: int, height: int) -> bytes:
+    """The first 33 bytes of a PNG of this size: enough to read its size, nothing more."""
+    ihdr = b"IHDR" + struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + ihdr + b"\x00" * 4
+
+
+def part_tokens(counter: TokenCounter, *parts: Any) -> int:
+    """What ``parts`` add to a user message's count."""
+    return counter.count_message(UserMessage(tuple(parts))) - counter.count_message(UserMessage(()))
+
+
+def test_image_parts_cost_their_tiles(accurate: AccurateCounter) -> None:
+    """The accurate counter prices an image part by the size and detail it carries."""
+    tall = Image.from_bytes(png_header(2048, 4096), detail="high").to_part()
+    small = Image.from_bytes(png_header(512, 512)).to_part()
+    remote = ImagePart("https://example.com/a.png")
+    assert (tall.width, tall.height, small.detail) == (2048, 4096, None)
+    assert part_tokens(accurate, tall) == 1105
+    assert part_tokens(accurate, small) == 255
+    assert part_tokens(accurate, remote) == 765  # unknown size: counted as 1024 x 1024
+    assert part_tokens(accurate, ImagePart("https://example.com/a.png", "low")) == 85
+    assert part_tokens(accurate, tall, small, remote) == 1105 + 255 + 765
+    mini = AccurateCounter.for_model("gpt-4o-mini")
+    assert part_tokens(mini, small) == 2833 + 5667
+
+
+def test_other_parts_cost_the_flat_estimate(accurate: AccurateCounter) -> None:
+    """Audio, files and unknown raw parts cost 85 each; every part does for SimpleCounter."""
+    audio = AudioPart("UklGRg==", "wav")
+    document = FilePart(file_id="file-abc")
+    raw = RawPart({"type": "input_video", "video": {"url": "https://example.com/v.mp4"}})
+    image = ImagePart("https://example.com/a.png", "high")
+    for part in (audio, document, raw):
+        assert part_tokens(accurate, part) == NON_TEXT_PART_TOKENS
+    for part in (audio, document, raw, image):
+        assert part_tokens(SimpleCounter(), part) == NON_TEXT_PART_TOKENS
+
+
+def test_raw_image_and_text_parts_are_counted_as_what_they_hold(accurate: AccurateCounter) -> None:
+    """A raw part that is an image (with fields agentfsm does not model) or a text costs
+    what the typed part would."""
+    url = "data:image/png;base64," + base64.b64encode(png_header(512, 512)).decode()
+    cached = RawPart(
+        {"type": "image_url", "image_url": {"url": url}, "cache_control": {"type": "ephemeral"}}
+    )
+    old_shape = RawPart({"type": "image_url", "image_url": url})
+    text_part = RawPart({"type": "text", "text": "hello there", "cache_control": {}})
+    assert part_tokens(accurate, cached) == 255
+    assert part_tokens(accurate, old_shape) == 255
+    assert part_tokens(accurate, text_part) == tokens("hello there")
+
+
+def test_counting_an_image_reads_its_header_only(accurate: AccurateCounter) -> None:
+    """A 20 MB data URL is sized from its first bytes: the rest is never decoded (here it is
+    not even base64, so a full decode would fail)."""
+    head = base64.b64encode(png_header(1024, 1024)).decode()
+    url = f"data:image/png;base64,{head}" + "!" * 20_000_000
+    part = ImagePart.from_url(url)
+    assert (part.mime, part.width, part.height) == ("image/png", 1024, 1024)
+    wire = {"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}
+    assert accurate.count_wire(wire) == accurate.count_message(UserMessage((part,)))
+    assert part_tokens(accurate, part) == 765
+
+
+@pytest.mark.parametrize(
+    "counter", [SimpleCounter(), AccurateCounter()], ids=["simple", "accurate"]
+)
+def test_typed_and_wire_parts_count_the_same(counter: TokenCounter) -> None:
+    """A message with every kind of part costs the same counted typed or as its wire dict."""
+    url = "data:image/png;base64," + base64.b64encode(png_header(3000, 1000)).decode()
+    message = UserMessage(
+        (
+            TextPart("look"),
+            ImagePart.from_url(url, "high"),
+            AudioPart("UklGRg==", "mp3"),
+            FilePart("a.pdf", file_data="data:application/pdf;base64,JVBERi0=", mime=None),
+            RawPart({"type": "image_url", "image_url": {"url": url, "x": 1}}),
+        )
+    )
+    assert counter.count_message(message) == counter.count_wire(message_to_openai(message))

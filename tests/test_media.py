@@ -14,10 +14,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agentfsm import media
+from agentfsm import errors, media
 from agentfsm.errors import InvalidInputError
 from agentfsm.media import Audio, File, Image, MediaError, image_size, image_tokens
-from agentfsm.messages import RawPart, TextPart, UserMessage, message_to_openai
+from agentfsm.messages import (
+    AudioPart,
+    FilePart,
+    ImagePart,
+    TextPart,
+    UserMessage,
+    message_to_openai,
+    part_from_openai,
+)
 
 # --------------------------------------------------------------------------- generated media
 
@@ -564,12 +572,19 @@ def test_image_repr_does_not_dump_the_data() -> None:
 
 
 def test_parts_go_into_a_user_message() -> None:
-    """to_part() gives the RawPart a UserMessage carries to the wire unchanged."""
+    """to_part() gives the typed part a UserMessage carries to the wire unchanged."""
     image = Image.from_bytes(gif(2, 2))
     audio = Audio.from_bytes(wav())
-    document = File.from_id("file-abc")
+    document = File.from_bytes(PDF, "report.pdf")
     message = UserMessage((TextPart("look"), image.to_part(), audio.to_part(), document.to_part()))
-    assert image.to_part() == RawPart(image.to_openai())
+    assert image.to_part() == ImagePart(image.url, mime="image/gif", width=2, height=2)
+    assert audio.to_part() == AudioPart(audio.data, "wav")
+    assert document.to_part() == FilePart(
+        "report.pdf", file_data=document.file_data, mime="application/pdf"
+    )
+    assert File.from_id("file-abc").to_part() == FilePart(file_id="file-abc")
+    for part in (image.to_part(), audio.to_part(), document.to_part()):
+        assert part_from_openai(part.to_openai()) == part
     assert message_to_openai(message) == {
         "role": "user",
         "content": [
@@ -732,6 +747,29 @@ def test_file_from_id() -> None:
     with pytest.raises(MediaError) as error:
         File.from_bytes(PDF, " ")
     assert str(error.value) == "a file needs a non-empty filename"
+
+
+def test_media_error_is_the_exception_trees() -> None:
+    """The media module re-exports the one MediaError of agentfsm.errors."""
+    assert media.MediaError is errors.MediaError
+
+
+def test_a_jpeg_of_endless_segments_is_given_up_on() -> None:
+    """The marker walk is bounded: 20,000 empty segments before the frame give no size."""
+    frame = _jpeg_segment(0xC0, struct.pack(">BHHB", 8, 10, 10, 1) + b"\x01\x11\x00")
+    assert image_size(b"\xff\xd8" + _jpeg_segment(0xFE, b"") * 100 + frame) == (
+        "image/jpeg",
+        10,
+        10,
+    )
+    assert image_size(b"\xff\xd8" + _jpeg_segment(0xFE, b"") * 20_000 + frame) is None
+
+
+def test_image_to_part_leaves_auto_detail_unsaid() -> None:
+    """An Image's part carries its detail only when it was chosen, as the wire format does."""
+    url = "https://example.com/a.png"
+    assert Image.from_url(url).to_part() == ImagePart(url)
+    assert Image.from_url(url, detail="low").to_part() == ImagePart(url, "low")
 
 
 def test_module_surface() -> None:

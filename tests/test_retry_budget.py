@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import math
+import random
 import socket
+from datetime import timezone
 from decimal import Decimal
+from email.utils import format_datetime
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agentfsm import (
     AsyncOpenAISimpleAgent,
@@ -404,3 +410,106 @@ async def test_all_models_failing_stops_with_the_last_error(
         response = await agent.send_message("hi")
     assert response.error is not None
     assert (response.error.model, response.error.status) == ("backup", 401)
+
+
+# --------------------------------------------------------------------------- hostile Retry-After
+
+PAST = "Wed, 21 Oct 2015 07:28:00 GMT"
+FAR_FUTURE = "Fri, 31 Dec 9999 23:59:59 GMT"
+
+
+@pytest.mark.parametrize(
+    ("headers", "waited"),
+    [
+        ({"Retry-After": "nan"}, 1.0),  # not a number: the computed backoff
+        ({"Retry-After": "NaN"}, 1.0),
+        ({"Retry-After": "inf"}, 60.0),  # forever: capped at max_delay
+        ({"Retry-After": "1e999"}, 60.0),
+        ({"Retry-After": "-inf"}, 0.0),  # negative: no wait
+        ({"Retry-After": "-5"}, 0.0),
+        ({"Retry-After": "soon"}, 1.0),
+        ({"Retry-After": ""}, 1.0),
+        ({"Retry-After": PAST}, 0.0),
+        ({"Retry-After": FAR_FUTURE}, 60.0),
+        ({"Retry-After": "Mon, 32 Foo 2024 99:99:99 GMT"}, 1.0),
+        ({"retry-after-ms": "nan"}, 1.0),
+        ({"retry-after-ms": "inf"}, 60.0),
+        ({"retry-after-ms": "-1500"}, 0.0),
+        ({"retry-after-ms": "nan", "Retry-After": "3"}, 3.0),  # the other header still counts
+        ({"retry-after-ms": "later", "Retry-After": "nan"}, 1.0),
+    ],
+    ids=lambda value: repr(value) if isinstance(value, dict) else None,
+)
+async def test_hostile_retry_after_headers_give_a_delay_within_bounds(
+    server: ScriptedOpenAIServer,
+    make_agent: AgentFactory,
+    headers: dict[str, str],
+    waited: float,
+) -> None:
+    """A 429's Retry-After of nan, inf, negative, nonsense or any date: the wait is finite and
+    within [0, max_delay], and the retried request answers."""
+    server.add(fault.status(429, "slow down", headers=headers), text("ok"))
+    agent, clock = _fake(make_agent)
+    response = await agent.send_message("hi")
+    assert (response.output, clock.sleeps) == ("ok", [waited])
+
+
+async def test_a_nan_retry_after_does_not_hang_a_run_on_the_real_sleep(
+    server: ScriptedOpenAIServer, make_agent: AgentFactory
+) -> None:
+    """With asyncio.sleep itself, a `Retry-After: nan` no longer waits forever."""
+    server.add(fault.status(429, "slow down", headers={"Retry-After": "nan"}), text("ok"))
+    agent = make_agent(retry_strategy={"initial_delay": 0.01, "jitter": False})
+    response = await asyncio.wait_for(agent.send_message("hi"), timeout=10)
+    assert response.output == "ok"
+
+
+_HEADER = st.one_of(
+    st.text(max_size=40),
+    st.sampled_from(["nan", "-nan", "inf", "-inf", "1e999", "-1e999", "0", "1_0", PAST]),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.datetimes(timezones=st.just(timezone.utc)).map(lambda d: format_datetime(d, usegmt=True)),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    retry_after=st.none() | _HEADER,
+    retry_after_ms=st.none() | _HEADER,
+    max_delay=st.floats(0, 1e6),
+    retry=st.integers(1, 5000),
+    jitter=st.booleans(),
+)
+def test_any_retry_after_header_gives_a_finite_delay_within_max_delay(
+    retry_after: str | None, retry_after_ms: str | None, max_delay: float, retry: int, jitter: bool
+) -> None:
+    """Whatever the headers hold and however many retries, 0 <= delay <= max_delay."""
+    headers = {
+        name: value
+        for name, value in (("retry-after", retry_after), ("retry-after-ms", retry_after_ms))
+        if value is not None
+    }
+    error = SimpleNamespace(response=SimpleNamespace(headers=headers))
+    strategy = RetryStrategy.from_value({"max_delay": max_delay, "jitter": jitter})
+    for error_class in ("rate_limit", "server_error", "timeout", "connection_error"):
+        delay = strategy.delay(error_class, retry, error, random.Random(retry))  # type: ignore[arg-type]
+        assert math.isfinite(delay)
+        assert 0 <= delay <= max_delay
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ({"max_delay": math.nan}, "['max_delay'] must be a number >= 0 (finite), got nan"),
+        ({"max_delay": math.inf}, "['max_delay'] must be a number >= 0 (finite), got inf"),
+        ({"initial_delay": 10**400}, "['initial_delay'] must be a number >= 0 (finite)"),
+        ({"backoff_base": 0.5}, "['backoff_base'] must be a number >= 1 (finite), got 0.5"),
+    ],
+)
+def test_non_finite_retry_settings_are_refused(value: Any, message: str) -> None:
+    """NaN, infinite and too-large numbers in retry_strategy are configuration errors."""
+    with pytest.raises(ConfigurationError) as info:
+        AsyncOpenAISimpleAgent(model="m", api_key="k", retry_strategy=value)
+    assert message in str(info.value)
+    with pytest.raises(ConfigurationError):
+        RetryStrategy(max_delay=math.nan)

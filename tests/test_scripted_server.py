@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import doctest
+import logging
 import os
 import re
 import signal
@@ -14,11 +15,14 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import openai
 import pytest
 
 import agentfsm.testing
+from agentfsm import Image, StopReason
 from agentfsm.testing import (
+    FakeClock,
     RecordedRequest,
     Reply,
     ScriptedOpenAIServer,
@@ -30,6 +34,8 @@ from agentfsm.testing import (
     tool_calls,
     weather_scenario,
 )
+
+from .conftest import AgentFactory
 
 ROOT = Path(__file__).resolve().parent.parent
 # Where agentfsm is imported from, so the CLI subprocess imports the same code.
@@ -347,15 +353,183 @@ async def test_delay_answers_after_waiting() -> None:
     assert time.monotonic() - started >= 0.2
 
 
-async def test_exhausted_script_answers_500_with_a_clear_message() -> None:
-    """A request past the end of the script gets a 500 saying the script is exhausted."""
-    async with serve([text("only one")]) as (server, client):
-        await ask(client)
-        with pytest.raises(openai.InternalServerError) as caught:
+async def test_exhausted_script_answers_400_that_no_client_retries() -> None:
+    """A request past the end of the script gets one 400 naming it; even a retrying client
+    sends it once (x-should-retry: false), so "request #2" is the second request sent."""
+    async with ScriptedOpenAIServer([text("only one")]) as server:
+        client = openai.AsyncOpenAI(base_url=server.base_url, api_key="test", max_retries=2)
+        async with client:
             await ask(client)
-    assert "script is exhausted" in caught.value.message
-    assert "request #2" in caught.value.message
+            with pytest.raises(openai.BadRequestError) as caught:
+                await ask(client)
+    assert caught.value.body == {
+        "message": "ScriptedOpenAIServer: the script has no reply left for request #2 "
+        "(it had 1); add more with server.add()",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": "script_exhausted",
+    }
+    assert caught.value.response.headers["x-should-retry"] == "false"
     assert len(server.requests) == 2
+
+
+async def test_an_agent_stops_at_once_on_an_exhausted_script(
+    server: ScriptedOpenAIServer, make_agent: AgentFactory
+) -> None:
+    """An agent whose test scripted too few replies stops with the server's message, no
+    backoff sleeps and no extra requests."""
+    clock = FakeClock()
+    agent = make_agent(clock=clock, sleep=clock.sleep)
+    response = await agent.send_message("hi")
+    assert response.error is not None
+    assert (response.error.status, clock.sleeps, len(server.requests)) == (400, [], 1)
+    assert "no reply left for request #1 (it had 0)" in response.error.message
+
+
+class _Heard(logging.Handler):
+    """Sets ``event`` when a record with ``message`` is logged (on the loop's thread)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(logging.DEBUG)
+        self.message = message
+        self.event = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage() == self.message:
+            self.event.set()
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+async def test_a_client_gone_before_its_body_is_no_error(
+    caplog: pytest.LogCaptureFixture, framing: str
+) -> None:
+    """A client that hangs up before sending its whole body (a cancelled request) is logged
+    at debug, not as an ERROR traceback, and the server goes on serving."""
+    caplog.set_level(logging.DEBUG)
+    heard = _Heard("client_gone_before_body")
+    logging.getLogger("agentfsm.testing").addHandler(heard)
+    head = (
+        b"Content-Length: 100000\r\n\r\n"
+        if framing == "content-length"
+        else b"Transfer-Encoding: chunked\r\n\r\n"
+    )
+    async with serve([text("still here")]) as (server, client):
+        port = int(server.base_url.rsplit(":", 1)[1].split("/")[0])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+            b"Content-Type: application/json\r\n" + head
+        )
+        await writer.drain()
+        # The server says "100 Continue" when the handler starts reading the body.
+        assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"HTTP/1.1 100")
+        writer.write(b'{"messa' if framing == "content-length" else b'7\r\n{"messa')
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+        try:
+            await asyncio.wait_for(heard.event.wait(), 5)
+        finally:
+            logging.getLogger("agentfsm.testing").removeHandler(heard)
+        assert (await ask(client)).choices[0].message.content == "still here"
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert server.requests[0].messages == HI  # the broken request was not recorded
+
+
+def _png(padding: int) -> bytes:
+    """A 1x1 PNG header followed by ``padding`` bytes: an image of any size to send."""
+    header = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + (1).to_bytes(4, "big") * 2
+    return header + b"\x08\x02\x00\x00\x00" + b"\x00" * padding
+
+
+async def test_the_largest_image_an_agent_accepts_reaches_the_server(
+    server: ScriptedOpenAIServer, make_agent: AgentFactory
+) -> None:
+    """A 20 MiB image (27 MiB as base64) is served like any request, not refused with 413."""
+    image = Image.from_bytes(_png(20 * 1024 * 1024 - 64))
+    server.add(text("a tiny red dot"))
+    response = await make_agent(context_handling_method="simple").send_message(
+        ["what is this?", image]
+    )
+    assert (response.stop_reason, response.output) == (StopReason.RESPONSE, "a tiny red dot")
+    part = server.requests[0].messages[-1]["content"][1]
+    assert part["image_url"]["url"] == image.url
+
+
+async def test_a_body_over_max_request_bytes_gets_a_413_naming_the_setting() -> None:
+    """A request larger than the server's max_request_bytes is refused with a message
+    saying which setting to raise, and is not retried."""
+    async with serve([text("never")], max_request_bytes=1000) as (server, client):
+        with pytest.raises(openai.APIStatusError) as caught:
+            await ask(client, messages=[{"role": "user", "content": "x" * 2000}])
+    assert caught.value.status_code == 413
+    assert "larger than max_request_bytes=1000" in caught.value.message
+    assert (server.requests, server.remaining) == ([], (text("never"),))
+
+
+async def _post(server: ScriptedOpenAIServer, body: dict[str, Any]) -> tuple[int, str, bytes]:
+    """POST ``body`` with a plain HTTP client: status, content type and the exact bytes."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{server.base_url}/chat/completions", json=body) as response,
+    ):
+        return response.status, response.headers["Content-Type"], await response.read()
+
+
+@pytest.mark.parametrize(
+    ("reply", "status", "content_type", "body"),
+    [
+        (fault.raw(b"\xff\xfe\x00 not utf-8"), 200, "application/json", b"\xff\xfe\x00 not utf-8"),
+        (fault.raw("not json {"), 200, "application/json", b"not json {"),
+        (fault.raw({"choices": "many"}), 200, "application/json", b'{"choices":"many"}'),
+        (fault.raw(None), 200, "application/json", b"null"),
+        (fault.raw(b""), 200, "application/json", b""),
+        (
+            fault.raw("<html>bad gateway</html>", status=502, content_type="text/html"),
+            502,
+            "text/html",
+            b"<html>bad gateway</html>",
+        ),
+    ],
+    ids=["not-utf8", "not-json", "wrong-shape", "null", "empty", "html-502"],
+)
+async def test_raw_replies_send_exactly_their_bytes(
+    reply: Reply, status: int, content_type: str, body: bytes
+) -> None:
+    """fault.raw answers with exactly the given body, status and content type."""
+    async with ScriptedOpenAIServer([reply]) as server:
+        assert await _post(server, {"messages": HI}) == (status, content_type, body)
+
+
+async def test_raw_streams_send_exactly_their_events() -> None:
+    """fault.raw_stream writes its events and nothing else: no finish_reason, no [DONE]."""
+    chunk = {"id": "x", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {}}]}
+    script = [fault.raw_stream(chunk, "{oops", b": comment\n\n", b"data: \xff\n\n")]
+    async with ScriptedOpenAIServer(script) as server:
+        status, content_type, body = await _post(server, {"messages": HI, "stream": True})
+    assert (status, content_type) == (200, "text/event-stream; charset=utf-8")
+    assert body == (
+        b'data: {"id":"x","object":"chat.completion.chunk","choices":[{"index":0,"delta":{}}]}'
+        b"\n\ndata: {oops\n\n: comment\n\ndata: \xff\n\n"
+    )
+
+
+async def test_a_raw_stream_that_just_ends_reaches_the_sdk_unfinished() -> None:
+    """Through the openai client, a raw stream that stops mid-answer gives the chunks sent and
+    then ends, with no finish_reason: the case a client must cope with."""
+    pieces = [{"choices": [{"index": 0, "delta": {"content": c}}]} for c in ("Hel", "lo")]
+    async with serve([fault.raw_stream(*pieces)]) as (_, client):
+        chunks = await raw_chunks(client)
+    assert [c["choices"][0]["delta"]["content"] for c in chunks] == ["Hel", "lo"]
+    assert all(c["choices"][0].get("finish_reason") is None for c in chunks)
+
+
+def test_raw_faults_refuse_impossible_settings() -> None:
+    """A status outside 200-599 and a negative delay are refused when scripted."""
+    with pytest.raises(ValueError, match="HTTP status"):
+        fault.raw(b"", status=42)
+    with pytest.raises(ValueError, match="chunk_delay"):
+        fault.raw_stream("x", chunk_delay=-1)
 
 
 async def test_add_extends_the_script_while_running() -> None:
@@ -394,9 +568,12 @@ async def test_script_function_errors_are_raised_on_exit() -> None:
         raise AssertionError("the fake saw something wrong")
 
     async def one_request() -> None:
-        async with serve(failing) as (_, client):
-            with pytest.raises(openai.InternalServerError, match="script function raised"):
-                await ask(client)
+        async with ScriptedOpenAIServer(failing) as server:
+            retrying = openai.AsyncOpenAI(base_url=server.base_url, api_key="t", max_retries=2)
+            async with retrying:
+                with pytest.raises(openai.InternalServerError, match="script function raised"):
+                    await ask(retrying)
+            assert len(server.requests) == 1  # x-should-retry: false, so not asked again
 
     with pytest.raises(AssertionError, match="the fake saw something wrong"):
         await one_request()
@@ -514,7 +691,9 @@ async def test_docs_examples_run(source: str) -> None:
     await asyncio.to_thread(exec, compile(source, "docs/testing.md", "exec"), {"__name__": "docs"})
 
 
-@pytest.mark.parametrize("public", [text, call, default_token_counter, weather_scenario])
+@pytest.mark.parametrize(
+    "public", [text, call, default_token_counter, weather_scenario, fault.raw, fault.raw_stream]
+)
 def test_docstring_examples_run(public: Any) -> None:
     """The examples in the public docstrings hold."""
     runner = doctest.DocTestRunner()

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import functools
 import json
+import math
+import re
+import socket
+import sqlite3
 import subprocess
 import sys
 import uuid
@@ -13,12 +19,18 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import psycopg
 import pytest
+import redis as redis_sync
 import redis.asyncio
+import redis.exceptions
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agentfsm import (
     AssistantMessage,
     Budget,
+    ConfigurationError,
     Conversation,
     InvalidInputError,
     Phase,
@@ -36,6 +48,7 @@ from agentfsm import (
 from agentfsm.messages import RawPart
 from agentfsm.state import SCHEMA_VERSION
 from agentfsm.store import (
+    MAX_ID_BYTES,
     ChatPage,
     ChatSummary,
     ConcurrentUpdateError,
@@ -140,8 +153,9 @@ async def store(
 # --------------------------------------------------------------------------- conversations
 
 
-def rich(chat_id: str = "chat-1", user_id: str | None = "alice", version: int = 0) -> Conversation:
-    """A finished conversation using every kind of data the state holds."""
+def rich(chat_id: str = "chat-1", user_id: str | None = "alice", version: int = 2) -> Conversation:
+    """A finished conversation using every kind of data the state holds; its two transitions
+    each raised the version, so it starts at 2."""
     call = ToolCall("call_1", "get_weather", '{"city": "Tokyo"}')
     usage = Usage(prompt_tokens=120, completion_tokens=30, total_tokens=150, requests=2)
     image = {
@@ -234,7 +248,7 @@ async def test_save_with_expected_version_none_only_creates(store: Store) -> Non
     with pytest.raises(ConcurrentUpdateError) as caught:
         await store.save(attrs.evolve(first, summary="overwritten?"), None)
     assert (caught.value.chat_id, caught.value.expected_version) == ("chat-1", None)
-    assert caught.value.actual_version == 0
+    assert caught.value.actual_version == 2
     assert await store.load("chat-1") == first
 
 
@@ -281,7 +295,7 @@ async def test_successive_saves_chain_versions(store: Store) -> None:
         conversation = bump(stored, metadata={"step": stored.version + 1})
         await store.save(conversation, stored.version)
     assert await store.load("chat-1") == conversation
-    assert conversation.version == 3
+    assert conversation.version == 5
 
 
 async def test_list_pages_newest_first_with_cursors(store: Store, clock: Ticker) -> None:
@@ -298,7 +312,7 @@ async def test_list_pages_newest_first_with_cursors(store: Store, clock: Ticker)
         user_id="bob",
         agent_name="weather",
         phase=Phase.DONE,
-        version=0,
+        version=2,
         updated_at=pytest.approx(clock.now, abs=1e-6),  # type: ignore[arg-type]
     )
 
@@ -318,12 +332,12 @@ async def test_an_update_moves_the_chat_to_the_front(store: Store) -> None:
     """A saved chat is listed first, with its new version and phase."""
     for i in range(3):
         await store.save(rich(f"c{i}"), None)
-    await store.save(bump(rich("c0"), phase=Phase.STOPPED), 0)
+    await store.save(bump(rich("c0"), phase=Phase.STOPPED), 2)
     page = await store.list("alice")
     assert [(s.chat_id, s.version, s.phase) for s in page.items] == [
-        ("c0", 1, Phase.STOPPED),
-        ("c2", 0, Phase.DONE),
-        ("c1", 0, Phase.DONE),
+        ("c0", 3, Phase.STOPPED),
+        ("c2", 2, Phase.DONE),
+        ("c1", 2, Phase.DONE),
     ]
 
 
@@ -343,7 +357,7 @@ async def test_chats_saved_in_the_same_microsecond_page_by_chat_id(
 async def test_a_chat_moved_to_another_user_leaves_the_first_users_list(store: Store) -> None:
     """The user index follows the conversation's user_id."""
     await store.save(rich(user_id="alice"), None)
-    await store.save(bump(rich(user_id="alice"), user_id="bob"), 0)
+    await store.save(bump(rich(user_id="alice"), user_id="bob"), 2)
     assert ids(await every_page(store, "alice")) == []
     assert ids(await every_page(store, "bob")) == ["chat-1"]
 
@@ -400,11 +414,11 @@ async def test_twenty_racing_writers_from_one_version_have_one_winner(store: Sto
     winners = [r for r in results if isinstance(r, int)]
     losers = [r for r in results if isinstance(r, ConcurrentUpdateError)]
     assert len(winners) == 1
-    assert {(e.expected_version, e.actual_version) for e in losers} == {(0, 1)}
+    assert {(e.expected_version, e.actual_version) for e in losers} == {(2, 3)}
     assert len(losers) == 19
     stored = await store.load("chat-1")
     assert stored is not None
-    assert (stored.version, stored.metadata) == (1, {"writer": winners[0]})
+    assert (stored.version, stored.metadata) == (3, {"writer": winners[0]})
 
 
 async def test_postgres_names_the_nul_character_it_cannot_store(postgres_dsn: str) -> None:
@@ -416,6 +430,368 @@ async def test_postgres_names_the_nul_character_it_cannot_store(postgres_dsn: st
             with pytest.raises(StoreError, match="NUL character"):
                 await store.save(conversation, None)
             assert await store.load("nul") is None
+    finally:
+        await _drop_postgres_table(postgres_dsn, table)
+
+
+# --------------------------------------------------------------------------- hostile input
+
+LONGEST = "é" * (MAX_ID_BYTES // 2)  # 1024 bytes of UTF-8 in 512 characters
+
+BAD_IDS = [
+    pytest.param("", "which is empty", id="empty"),
+    pytest.param("a\x00b", "NUL character at index 1", id="nul"),
+    pytest.param("x" * (MAX_ID_BYTES + 1), "which is 1025 bytes long", id="1025-bytes"),
+    pytest.param(LONGEST + "e", "which is 1025 bytes long", id="1025-bytes-in-513-chars"),
+    pytest.param("chat-\ud800", "lone surrogate at index 5)", id="surrogate"),
+    pytest.param(42, "which is a int", id="int"),
+    pytest.param(b"chat-1", "which is a bytes", id="bytes"),
+]
+RULE = "a non-empty string of at most 1024 bytes of UTF-8, without NUL characters"
+
+
+@pytest.mark.parametrize(("bad", "problem"), BAD_IDS)
+async def test_chat_ids_breaking_the_rule_are_refused_by_every_method(
+    store: Store, bad: Any, problem: str
+) -> None:
+    """load, save and delete refuse a chat id that breaks the one id rule, saying which part."""
+    calls = [
+        lambda: store.load(bad),
+        lambda: store.delete(bad),
+        lambda: store.save(attrs.evolve(rich(), chat_id=bad), None),
+    ]
+    for call in calls:
+        with pytest.raises(InvalidInputError) as caught:
+            await call()
+        assert str(caught.value).startswith(f"chat_id must be {RULE}; got ")
+        assert str(caught.value).endswith(problem)
+    assert ids(await every_page(store)) == []
+
+
+@pytest.mark.parametrize(("bad", "problem"), BAD_IDS)
+async def test_user_ids_breaking_the_rule_are_refused(store: Store, bad: Any, problem: str) -> None:
+    """save and list refuse a user id that breaks the rule (None stays allowed)."""
+    with pytest.raises(
+        InvalidInputError, match=f"^user_id must be {RULE}; got .*{re.escape(problem)}$"
+    ):
+        await store.save(rich(user_id=bad), None)
+    with pytest.raises(InvalidInputError, match=f"^user_id must be {RULE}"):
+        await store.list(user_id=bad)
+    assert await store.load("chat-1") is None
+
+
+async def test_the_longest_ids_are_kept_by_every_store(store: Store) -> None:
+    """A chat id and a user id of exactly 1024 bytes are saved, loaded, listed and deleted
+    (PostgreSQL indexes both: they fit its btree)."""
+    conversation = rich(LONGEST, user_id="ü" * 512)
+    await store.save(conversation, None)
+    assert await store.load(LONGEST) == conversation
+    assert ids(await every_page(store, "ü" * 512, limit=1)) == [LONGEST]
+    assert await store.delete(LONGEST) is True
+
+
+@pytest.mark.parametrize(
+    ("version", "expected", "message"),
+    [
+        (2**63, None, "version must be an int from 0 to 2**63-1, got 9223372036854775808"),
+        (-1, None, "version must be an int from 0 to 2**63-1, got -1"),
+        (5, 2**64, "expected_version must be None or an int from 0 to 2**63-1"),
+        (5, True, "expected_version must be None or an int from 0 to 2**63-1, got True"),
+    ],
+)
+async def test_versions_no_store_can_hold_are_refused(
+    store: Store, version: int, expected: Any, message: str
+) -> None:
+    """A version outside a signed 64-bit integer is an input error, not an overflow."""
+    with pytest.raises(InvalidInputError) as caught:
+        await store.save(rich(version=version), expected)
+    assert message in str(caught.value)
+
+
+async def test_a_lone_surrogate_is_refused_the_same_by_every_store(store: Store) -> None:
+    """Text that is not valid Unicode (a tool's surrogate-escaped bytes) cannot be stored
+    anywhere: a StoreError says so, and nothing is written."""
+    bad = attrs.evolve(rich(), messages=(UserMessage("file-\udcff.txt"),))
+    with pytest.raises(StoreError, match=r"not valid Unicode \(a lone surrogate, '\\udcff'\)"):
+        await store.save(bad, None)
+    assert await store.load("chat-1") is None
+
+
+def _cursor(updated_us: Any, chat_id: Any) -> str:
+    raw = json.dumps([updated_us, chat_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        _cursor(10**30, "c1"),  # was an OverflowError in SQLite and PostgreSQL
+        _cursor(-(10**30), "c1"),
+        _cursor(1, "a\x00b"),  # was a raw DataError in PostgreSQL
+        _cursor(1, ""),
+        _cursor(1.5, "c1"),
+        _cursor("1", "c1"),
+        "É",
+        "",
+        base64.urlsafe_b64encode(b"[" * 100_000).decode(),
+    ],
+    ids=[
+        "huge",
+        "negative-huge",
+        "nul",
+        "empty-id",
+        "float",
+        "string",
+        "non-ascii",
+        "empty",
+        "deep",
+    ],
+)
+async def test_hostile_cursors_are_input_errors(store: Store, cursor: str) -> None:
+    """A cursor list() did not make is an InvalidInputError, whatever it decodes to."""
+    with pytest.raises(InvalidInputError, match="not a list\\(\\) cursor"):
+        await store.list(cursor=cursor)
+
+
+async def test_a_clock_that_gives_no_time_is_a_configuration_error(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """A store's clock returning NaN fails the save with a ConfigurationError, not a raw one."""
+    for kind in ("memory", "sqlite"):
+        made = _make_store(kind, request, tmp_path, lambda: math.nan)  # type: ignore[arg-type]
+        async with made:
+            with pytest.raises(ConfigurationError, match="clock must give Unix seconds"):
+                await made.save(rich(), None)
+
+
+# The whole promise in one property: any id is either kept (round trip) or refused with
+# InvalidInputError, by every store alike; nothing else ever comes out.
+_ANY_ID = st.one_of(
+    st.text(st.characters(exclude_categories=()), max_size=12),
+    st.text(st.characters(exclude_categories=()), min_size=300, max_size=1100),
+    st.sampled_from([LONGEST, LONGEST + "e", "x" * 1024, "x" * 1025, "\x00", " "]),
+)
+
+
+async def _keep_or_refuse(store: Store, chat_id: str, user_id: str | None) -> None:
+    rule_holds = all(
+        value is None
+        or (value and "\x00" not in value and len(value.encode("utf-8", "replace")) <= 1024
+            and not any(0xD800 <= ord(c) <= 0xDFFF for c in value))
+        for value in (chat_id, user_id)
+    )  # fmt: skip
+    conversation = rich(chat_id, user_id=user_id)
+    if not rule_holds:
+        with pytest.raises(InvalidInputError):
+            await store.save(conversation, None)
+        return
+    await store.save(conversation, None)
+    assert await store.load(chat_id) == conversation
+    assert chat_id in ids(await every_page(store, user_id, limit=1000))
+    assert await store.delete(chat_id) is True
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "redis", "postgres"])
+def test_any_id_is_kept_or_refused_by_the_rule(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Arbitrary chat and user ids (NUL, surrogates, 1024+ bytes): a round trip or an
+    InvalidInputError, the same in every store."""
+    loop = asyncio.new_event_loop()
+    made = _make_store(kind, request, tmp_path, Ticker())
+    try:
+        loop.run_until_complete(made.__aenter__())
+
+        @settings(max_examples=200, deadline=None)
+        @given(chat_id=_ANY_ID, user_id=st.none() | _ANY_ID)
+        def keep_or_refuse(chat_id: str, user_id: str | None) -> None:
+            loop.run_until_complete(_keep_or_refuse(made, chat_id, user_id))
+
+        keep_or_refuse()
+    finally:
+        loop.run_until_complete(made.aclose())
+        if isinstance(made, RedisStore):
+            loop.run_until_complete(
+                _drop_redis_keys(request.getfixturevalue("redis_url"), made.prefix)
+            )
+        elif isinstance(made, PostgresStore):
+            loop.run_until_complete(
+                _drop_postgres_table(request.getfixturevalue("postgres_dsn"), made.table)
+            )
+        loop.close()
+
+
+# --------------------------------------------------------------------------- driver errors
+
+
+def _dead_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+async def test_an_unreachable_server_is_a_store_error_but_a_bad_id_is_caught_first() -> None:
+    """Redis and PostgreSQL that are down give a StoreError saying so, the driver's error as
+    its cause; a bad id is refused before the store tries to connect at all."""
+    port = _dead_port()
+    stores: list[tuple[Store, type[BaseException], str]] = [
+        (RedisStore(f"redis://127.0.0.1:{port}/0"), redis.exceptions.ConnectionError,
+         f"cannot reach Redis at 127.0.0.1:{port}"),
+        (PostgresStore(f"postgresql://postgres@127.0.0.1:{port}/postgres"),
+         psycopg.OperationalError, "cannot reach PostgreSQL"),
+    ]  # fmt: skip
+    for made, cause, message in stores:
+        calls = (
+            functools.partial(made.load, "c1"),
+            functools.partial(made.delete, "c1"),
+            functools.partial(made.save, rich(), None),
+            made.list,
+        )
+        for call in calls:
+            with pytest.raises(StoreError) as caught:
+                await call()
+            assert message in str(caught.value)
+            assert "\n" not in str(caught.value)
+            assert isinstance(caught.value.__cause__, cause)
+        with pytest.raises(InvalidInputError, match="chat_id must be"):
+            await made.load("")
+        await made.aclose()
+
+
+async def test_a_file_that_is_not_a_database_is_a_store_error(tmp_path: Path) -> None:
+    """Pointing SQLiteStore at some other file gives a StoreError saying what to do."""
+    path = tmp_path / "notes.txt"
+    path.write_bytes(b"these are my notes, not a database\n" * 200)
+    async with SQLiteStore(path) as made:
+        calls = (
+            lambda: made.load("c1"),
+            lambda: made.save(rich(), None),
+            lambda: made.list(),
+            lambda: made.delete("c1"),
+        )
+        for call in calls:
+            with pytest.raises(StoreError) as caught:
+                await call()
+            assert str(caught.value) == (
+                f"SQLiteStore({str(path)!r}): file is not a database: give SQLiteStore a new "
+                "file, or one it created"
+            )
+            assert isinstance(caught.value.__cause__, sqlite3.DatabaseError)
+    assert path.read_bytes().startswith(b"these are my notes")
+
+
+async def test_a_sqlite_lock_held_past_the_timeout_is_a_store_error(tmp_path: Path) -> None:
+    """Another process holding the write lock past timeout= gives a StoreError naming it."""
+    path = tmp_path / "chats.db"
+    async with SQLiteStore(path) as made:
+        await made.save(rich(), None)
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        async with SQLiteStore(path, timeout=0) as made:
+            with pytest.raises(StoreError, match="database is locked: another writer held"):
+                await made.save(bump(rich()), 2)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: SQLiteStore("chats\x00.db"), "SQLiteStore path must be a file name"),
+        (lambda: SQLiteStore("c.db", timeout=math.nan), "timeout must be a finite number"),
+        (lambda: RedisStore("localhost:6379"), "RedisStore needs a Redis URL"),
+        (lambda: RedisStore("redis://x", prefix=None), "prefix must be a string"),  # type: ignore[arg-type]
+        (lambda: RedisStopSignal("http://x"), "RedisStopSignal needs a Redis URL"),
+        (lambda: PostgresStore("not a dsn"), "PostgresStore needs a libpq connection string"),
+        (lambda: PostgresStore("postgresql://h/db", table="a.b.c"), "table must be a name"),
+        (lambda: PostgresStore("postgresql://h/db", table=""), "table must be a name"),
+        (lambda: PostgresStore("postgresql://h/db", min_size=5, max_size=2), "min_size <="),
+    ],
+)
+def test_bad_store_settings_are_configuration_errors(build: Any, message: str) -> None:
+    """Settings that could only fail at the first query are refused when the store is built."""
+    with pytest.raises(ConfigurationError, match=message):
+        build()
+
+
+def _corrupt_payload(store: Store, request: pytest.FixtureRequest, data: Any) -> None:
+    """Write ``data`` as the stored payload of chat-1, behind the store's back."""
+    if isinstance(store, SQLiteStore):
+        with sqlite3.connect(store.path) as connection:
+            connection.execute("UPDATE agentfsm_conversations SET data = ?", (data,))
+    elif isinstance(store, RedisStore):
+        client = redis_sync.Redis.from_url(request.getfixturevalue("redis_url"))
+        client.hset(f"{store.prefix}chat:chat-1", "data", data)
+        client.close()
+    elif isinstance(store, PostgresStore):
+        with psycopg.connect(request.getfixturevalue("postgres_dsn"), autocommit=True) as db:
+            db.execute(
+                psycopg.sql.SQL("UPDATE {} SET data = %s::jsonb").format(
+                    psycopg.sql.Identifier(store.table)
+                ),
+                (data,),
+            )
+    else:
+        pytest.skip("a MemoryStore keeps only what it wrote itself")
+
+
+@pytest.mark.parametrize(
+    ("data", "says"),
+    [
+        ('{"schema_version": 1, "chat_id": "chat-1", "messages": 5}', "not a valid conversation"),
+        ("[1, 2, 3]", "must be a JSON object"),
+        ('{"schema_version": "one"}', "invalid schema_version"),
+        ("[" * 5000 + "]" * 5000, "does not load"),
+    ],
+    ids=["wrong-shape", "array", "bad-schema-version", "deep"],
+)
+async def test_a_stored_payload_that_does_not_load_is_a_serialization_error(
+    store: Store, request: pytest.FixtureRequest, data: str, says: str
+) -> None:
+    """A payload another program wrote (or broke) fails load() with a SerializationError
+    naming the chat, never with the decoder's own exception."""
+    await store.save(rich(), None)
+    _corrupt_payload(store, request, data)
+    with pytest.raises(SerializationError) as caught:
+        await store.load("chat-1")
+    assert str(caught.value).startswith("stored chat 'chat-1' does not load: ")
+    assert says in str(caught.value)
+
+
+async def test_foreign_data_under_a_redis_prefix_is_a_typed_error(redis_url: str) -> None:
+    """A payload that is not UTF-8, a chat key of the wrong type and broken columns give a
+    SerializationError or StoreError, not redis-py's or Python's own exceptions."""
+    prefix = f"test-{uuid.uuid4().hex}:"
+    client = redis_sync.Redis.from_url(redis_url)
+    try:
+        async with RedisStore(redis_url, prefix=prefix) as made:
+            await made.save(rich(), None)
+            client.hset(f"{prefix}chat:chat-1", "data", b"\xff\xfe not utf-8")
+            with pytest.raises(SerializationError, match="its data is not UTF-8 text"):
+                await made.load("chat-1")
+            client.hset(f"{prefix}chat:chat-1", "phase", "dancing")
+            with pytest.raises(SerializationError, match="'chat-1' has columns agentfsm did not"):
+                await made.list()
+            client.set(f"{prefix}chat:other", "a plain string")
+            with pytest.raises(StoreError, match="a key under the prefix holds something") as err:
+                await made.load("other")
+            assert isinstance(err.value.__cause__, redis.exceptions.ResponseError)
+    finally:
+        client.close()
+        await _drop_redis_keys(redis_url, prefix)
+
+
+async def test_postgres_names_a_nul_in_any_text_column(postgres_dsn: str) -> None:
+    """A NUL in the agent name (a text column, not the jsonb) is the same StoreError."""
+    table = f"chats_{uuid.uuid4().hex}"
+    try:
+        async with PostgresStore(postgres_dsn, table=table) as made:
+            with pytest.raises(StoreError, match="holds a NUL character") as caught:
+                await made.save(attrs.evolve(rich(), agent_name="bad\x00name"), None)
+            assert isinstance(caught.value.__cause__, psycopg.DataError)
     finally:
         await _drop_postgres_table(postgres_dsn, table)
 
@@ -573,6 +949,7 @@ def test_store_exports_exactly_the_public_names() -> None:
     import agentfsm.store
 
     assert set(agentfsm.store.__all__) == {
+        "MAX_ID_BYTES",
         "ChatPage",
         "ChatSummary",
         "ConcurrentUpdateError",

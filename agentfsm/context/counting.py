@@ -10,8 +10,20 @@ from typing import Any, Protocol
 
 import tiktoken
 
+from agentfsm.context.images import estimate_image_tokens
 from agentfsm.errors import ConfigurationError
-from agentfsm.messages import AssistantMessage, Message, message_to_openai
+from agentfsm.messages import (
+    AssistantMessage,
+    AudioPart,
+    ContentPart,
+    FilePart,
+    ImagePart,
+    Message,
+    RawPart,
+    TextPart,
+    UserMessage,
+    message_to_openai,
+)
 
 __all__ = [
     "CHARS_PER_TOKEN",
@@ -28,9 +40,9 @@ TOKENS_PER_NAME = 1
 REPLY_OVERHEAD = 3
 TOKENS_PER_TOOL_CALL = 3
 NON_TEXT_PART_TOKENS = 85
-"""What an audio or file part is counted as (and every image, by `SimpleCounter`): a flat
+"""What an audio, file or raw part is counted as (and every image, by `SimpleCounter`): a flat
 estimate. 85 tokens is what OpenAI bills for an image sent with ``detail: "low"``;
-`AccurateCounter` counts images with the tile formula instead.
+`AccurateCounter` counts image parts with the tile formula instead.
 """
 CHARS_PER_TOKEN = 4
 """The ratio `SimpleCounter` assumes: about four characters of English text per token."""
@@ -75,7 +87,7 @@ class TokenCounter(Protocol):
     property schema's other keys (``items``, nested ``properties``, ``anyOf``…) count as the
     tokens of their compact JSON and a tool that is not a function as its compact JSON, so
     nested schemas are not under-counted; and non-text content parts (images, audio, files)
-    count `NON_TEXT_PART_TOKENS` each.
+    count `NON_TEXT_PART_TOKENS` each, but images by the tile formula where counters know it.
     """
 
     @property
@@ -109,22 +121,15 @@ class TokenCounter(Protocol):
         ...
 
 
-def _part_tokens(part: Mapping[str, Any]) -> int:
-    """Tokens of one non-text content part (an image, audio clip, file…): a flat estimate."""
-    return NON_TEXT_PART_TOKENS
-
-
-def _image_part_tokens(part: Mapping[str, Any], model: str | None) -> int:
-    """An image part by OpenAI's tile formula (size read from a data URL's header; a remote
-    image of unknown size counts as 1024x1024); other parts by the flat estimate."""
-    if part.get("type") != "image_url":
-        return NON_TEXT_PART_TOKENS
-    from agentfsm.media import Image, MediaError
-
-    try:
-        return Image.from_openai(part).tokens(model)
-    except MediaError:
-        return NON_TEXT_PART_TOKENS
+def _image_of(value: Any) -> ImagePart | None:
+    """The image of an ``image_url`` value, liberally: ``{"url", "detail"}`` with any other
+    fields, or the older shape, the URL itself."""
+    if isinstance(value, str):
+        return ImagePart.from_url(value)
+    if isinstance(value, Mapping) and isinstance(url := value.get("url"), str):
+        detail = value.get("detail")
+        return ImagePart.from_url(url, detail if detail in ("auto", "low", "high") else None)
+    return None
 
 
 def _strip_period(text: str) -> str:
@@ -207,7 +212,10 @@ class _Counter:
         return self._count_wire(message)[0]
 
     def _count_fresh(self, message: Message) -> _Entry:
-        total, content = self._count_wire(message_to_openai(message))
+        wire = message_to_openai(message)
+        if isinstance(message, UserMessage) and not isinstance(message.content, str):
+            wire["content"] = message.content  # typed parts: an image is counted by its size
+        total, content = self._count_wire(wire)
         if isinstance(message, AssistantMessage) and message.content is None:
             content = 0
         entry = _Entry(message, self._forget)
@@ -238,21 +246,38 @@ class _Counter:
         return total, content_tokens
 
     def _parts_tokens(self, parts: Sequence[Any]) -> int:
+        """Tokens of content parts: typed parts, or wire dicts (``count_wire``'s)."""
         total = 0
         for part in parts:
             if isinstance(part, str):
                 total += self.count_text(part)
             elif isinstance(part, Mapping):
-                text = part.get("text")
-                if part.get("type") == "text" and isinstance(text, str):
-                    total += self.count_text(text)
-                else:
-                    total += self._part_tokens(part)
+                total += self._wire_part_tokens(part)
+            elif isinstance(part, (TextPart, ImagePart, AudioPart, FilePart, RawPart)):
+                total += self._part_tokens(part)
         return total
 
-    def _part_tokens(self, part: Mapping[str, Any]) -> int:
-        """Tokens of one image, audio or file part (a flat estimate; see subclasses)."""
-        return _part_tokens(part)
+    def _wire_part_tokens(self, part: Mapping[str, Any]) -> int:
+        """Tokens of a wire dict (or a raw part's): text by its tokens, an image as its
+        typed part (its size read from a data URL's header), any other by the flat estimate.
+        """
+        kind = part.get("type")
+        if kind == "text" and isinstance(text := part.get("text"), str):
+            return self.count_text(text)
+        if kind == "image_url":
+            image = _image_of(part.get("image_url"))
+            if image is not None:
+                return self._part_tokens(image)
+        return NON_TEXT_PART_TOKENS
+
+    def _part_tokens(self, part: ContentPart) -> int:
+        """Tokens of one content part: text by its tokens, a raw part as its wire dict, any
+        other by the flat estimate (see subclasses for images)."""
+        if isinstance(part, TextPart):
+            return self.count_text(part.text)
+        if isinstance(part, RawPart):
+            return self._wire_part_tokens(part.data)
+        return NON_TEXT_PART_TOKENS
 
     def _tool_calls_tokens(self, calls: Any) -> int:
         if not isinstance(calls, Sequence):
@@ -359,9 +384,12 @@ class AccurateCounter(_Counter):
 
     _model: str | None = None
 
-    def _part_tokens(self, part: Mapping[str, Any]) -> int:
-        """Images by OpenAI's tile formula; audio and files by the flat estimate."""
-        return _image_part_tokens(part, self._model)
+    def _part_tokens(self, part: ContentPart) -> int:
+        """Images by OpenAI's tile formula, from the size the part carries (an image of
+        unknown size counts as 1024 x 1024); other parts as every counter does."""
+        if isinstance(part, ImagePart):
+            return estimate_image_tokens(part.width, part.height, part.detail, model=self._model)
+        return super()._part_tokens(part)
 
     @property
     def name(self) -> str:

@@ -4,19 +4,30 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import importlib
 import json
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import attrs
 
-from agentfsm.errors import ConcurrentUpdateError, InvalidInputError, StoreError
+from agentfsm.errors import (
+    AgentFSMError,
+    ConcurrentUpdateError,
+    ConfigurationError,
+    InvalidInputError,
+    SerializationError,
+    StoreError,
+)
+from agentfsm.serde import dumps, loads
 from agentfsm.state import Conversation, Phase
 
 __all__ = [
+    "MAX_ID_BYTES",
     "ChatPage",
     "ChatSummary",
     "ConcurrentUpdateError",
@@ -32,6 +43,18 @@ Clock = Callable[[], float]
 
 MAX_LIMIT = 1000
 """The largest page ``list()`` returns."""
+
+MAX_ID_BYTES = 1024
+"""The longest chat or user id, in bytes of UTF-8. PostgreSQL indexes both in btrees, whose
+entries cannot pass about 2.7 KB; 1024 leaves room for the rest of the index entry and is the
+same for every store, so a chat that fits one store fits them all."""
+
+ID_RULE = f"a non-empty string of at most {MAX_ID_BYTES} bytes of UTF-8, without NUL characters"
+"""What every store accepts as a ``chat_id`` or ``user_id``, checked before any I/O."""
+
+_MAX_VERSION = 2**63 - 1  # a signed 64-bit integer: SQLite INTEGER and PostgreSQL bigint
+# list() cursors carry a time the stores can all represent: datetime's years 1 to 9999.
+_MIN_US, _MAX_US = -62_135_596_800_000_000, 253_402_300_799_999_999
 
 
 @attrs.frozen(kw_only=True)
@@ -158,23 +181,75 @@ class _Closing:
 # --------------------------------------------------------------------------- shared checks
 
 
+def check_id(value: object, name: str = "chat_id") -> str:
+    """``value`` if it follows :data:`ID_RULE`, the one rule of ids in every store.
+
+    Raises:
+        InvalidInputError: saying which part of the rule ``value`` breaks.
+    """
+    problem = _id_problem(value)
+    if problem is not None or not isinstance(value, str):
+        raise InvalidInputError(f"{name} must be {ID_RULE}; got {_shown(value)}, {problem}")
+    return value
+
+
+def _id_problem(value: object) -> str | None:
+    if not isinstance(value, str):
+        return f"which is a {type(value).__name__}"
+    if not value:
+        return "which is empty"
+    if "\x00" in value:
+        return f"which has a NUL character at index {value.index(chr(0))}"
+    try:
+        size = len(value.encode())
+    except UnicodeEncodeError as error:
+        return f"which is not valid Unicode (a lone surrogate at index {error.start})"
+    if size > MAX_ID_BYTES:
+        return f"which is {size} bytes long"
+    return None
+
+
+def _shown(value: object) -> str:
+    """A repr short enough for one line of an error message."""
+    shown = repr(value)
+    return shown if len(shown) <= 60 else f"{shown[:50]}…{shown[-8:]}"
+
+
 def check_chat_id(chat_id: object) -> str:
-    """``chat_id`` if it is a non-empty string."""
-    if not isinstance(chat_id, str) or not chat_id:
-        raise InvalidInputError(f"chat_id must be a non-empty string, got {chat_id!r}")
-    return chat_id
+    """``chat_id`` if it follows :data:`ID_RULE`."""
+    return check_id(chat_id, "chat_id")
+
+
+def check_user_id(user_id: object) -> str | None:
+    """``user_id`` if it is ``None`` or follows :data:`ID_RULE`."""
+    return None if user_id is None else check_id(user_id, "user_id")
 
 
 def check_save(conversation: Conversation, expected_version: int | None) -> None:
-    """Reject a save that could not be a valid compare-and-set."""
+    """Reject a save that could not be a valid compare-and-set, before any I/O."""
     if not isinstance(conversation, Conversation):
         raise InvalidInputError(f"save() takes a Conversation, got {type(conversation).__name__}")
     check_chat_id(conversation.chat_id)
+    check_user_id(conversation.user_id)
+    version = conversation.version
+    if (
+        isinstance(version, bool)
+        or not isinstance(version, int)
+        or not 0 <= version <= _MAX_VERSION
+    ):
+        raise InvalidInputError(
+            f"chat {conversation.chat_id!r}: version must be an int from 0 to 2**63-1, "
+            f"got {version!r}"
+        )
     if expected_version is None:
         return
-    if isinstance(expected_version, bool) or not isinstance(expected_version, int):
+    if (
+        isinstance(expected_version, bool)
+        or not isinstance(expected_version, int)
+        or not 0 <= expected_version <= _MAX_VERSION
+    ):
         raise InvalidInputError(
-            f"expected_version must be an int or None, got {expected_version!r}"
+            f"expected_version must be None or an int from 0 to 2**63-1, got {expected_version!r}"
         )
     if conversation.version <= expected_version:
         # The same version written twice would let two writers both "win" from it.
@@ -182,6 +257,75 @@ def check_save(conversation: Conversation, expected_version: int | None) -> None
             f"chat {conversation.chat_id!r}: saving version {conversation.version} over "
             f"expected_version {expected_version}; a save must raise the version"
         )
+
+
+def encode(conversation: Conversation) -> str:
+    """The JSON a store keeps of ``conversation``: ``agentfsm.dumps``, checked to be UTF-8.
+
+    Raises:
+        StoreError: the conversation holds text no store can keep (a lone surrogate).
+        SerializationError: it holds a value JSON cannot carry.
+    """
+    chat_id = conversation.chat_id
+    try:
+        payload = dumps(conversation)
+    except SerializationError:
+        raise
+    except (TypeError, ValueError, RecursionError) as error:  # what json.dumps raises
+        raise SerializationError(f"chat {chat_id!r} cannot be written as JSON: {error}") from error
+    try:
+        payload.encode()
+    except UnicodeEncodeError as error:
+        raise StoreError(
+            f"chat {chat_id!r} holds text that is not valid Unicode (a lone surrogate, "
+            f"{payload[error.start : error.end]!r}), which no store can keep; replace it "
+            "(in tool results, say: decode bytes with errors='replace')",
+            chat_id,
+        ) from error
+    return payload
+
+
+def decode(payload: object, chat_id: str) -> Conversation:
+    """The conversation of a stored ``payload``.
+
+    Raises:
+        SerializationError: the payload does not load (written by a newer agentfsm, or not a
+            conversation at all), naming the chat.
+    """
+    if not isinstance(payload, (str, bytes, Mapping)):
+        raise SerializationError(
+            f"stored chat {chat_id!r} does not load: a serialized conversation must be a "
+            f"JSON object, not a {type(payload).__name__}"
+        )
+    try:
+        return loads(payload)
+    except SerializationError as error:
+        raise SerializationError(f"stored chat {chat_id!r} does not load: {error}") from error
+    # A stored payload is foreign data (another program may have written the key or row):
+    # whatever its decoder trips on (a 100,000-deep nesting, a type it does not expect)
+    # means the same thing, that it does not load.
+    except Exception as error:
+        raise SerializationError(
+            f"stored chat {chat_id!r} does not load: {type(error).__name__}: {error}"
+        ) from error
+
+
+@contextlib.contextmanager
+def translated(
+    driver_errors: tuple[type[BaseException], ...],
+    explain: Callable[[BaseException], str],
+    chat_id: str | None = None,
+) -> Iterator[None]:
+    """Errors of a store's client library raised inside come out as :class:`StoreError`
+    (``explain(error)`` its message on one line, the original its ``__cause__``); ours pass
+    through."""
+    try:
+        yield
+    except AgentFSMError:
+        raise
+    except driver_errors as error:
+        # Drivers add DETAIL and HINT lines; a store error reads as one line in a log.
+        raise StoreError(" ".join(explain(error).split()), chat_id) from error
 
 
 def check_limit(limit: int) -> int:
@@ -192,8 +336,20 @@ def check_limit(limit: int) -> int:
 
 
 def now_us(clock: Clock) -> int:
-    """The clock's time as whole microseconds: exact in SQL, in JSON and as a Redis score."""
-    return round(clock() * 1_000_000)
+    """The clock's time as whole microseconds: exact in SQL, in JSON and as a Redis score.
+
+    Raises:
+        ConfigurationError: the store's clock gave no usable time.
+    """
+    now = clock()
+    if (
+        isinstance(now, bool)
+        or not isinstance(now, (int, float))
+        or not math.isfinite(now)
+        or not _MIN_US <= now * 1_000_000 <= _MAX_US
+    ):
+        raise ConfigurationError(f"the store's clock must give Unix seconds, it gave {now!r}")
+    return round(now * 1_000_000)
 
 
 def default_clock() -> float:
@@ -208,33 +364,49 @@ def encode_cursor(updated_us: int, chat_id: str) -> str:
 
 
 def decode_cursor(cursor: str | None) -> tuple[int, str] | None:
-    """The ``(updated_us, chat_id)`` of a cursor made by :func:`encode_cursor`."""
+    """The ``(updated_us, chat_id)`` of a cursor made by :func:`encode_cursor`.
+
+    Raises:
+        InvalidInputError: ``cursor`` is not one of ours.
+    """
     if cursor is None:
         return None
+    bad = InvalidInputError(
+        f"not a list() cursor: {_shown(cursor)}; pass a next_cursor list() returned"
+    )
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         updated_us, chat_id = json.loads(raw)
-    except (TypeError, ValueError, binascii.Error) as error:
-        raise InvalidInputError(f"not a list() cursor: {cursor!r}") from error
+    except (TypeError, ValueError, RecursionError, binascii.Error) as error:
+        raise bad from error
     if isinstance(updated_us, bool) or not isinstance(updated_us, int):
-        raise InvalidInputError(f"not a list() cursor: {cursor!r}")
-    if not isinstance(chat_id, str):
-        raise InvalidInputError(f"not a list() cursor: {cursor!r}")
+        raise bad
+    if not _MIN_US <= updated_us <= _MAX_US or _id_problem(chat_id) is not None:
+        raise bad
     return updated_us, chat_id
 
 
 def summary(
-    chat_id: str, user_id: str | None, agent_name: str, phase: str, version: int, updated_us: int
+    chat_id: str, user_id: str | None, agent_name: str, phase: str, version: Any, updated_us: Any
 ) -> ChatSummary:
-    """A :class:`ChatSummary` from stored columns."""
-    return ChatSummary(
-        chat_id=chat_id,
-        user_id=user_id,
-        agent_name=agent_name,
-        phase=Phase(phase),
-        version=int(version),
-        updated_at=updated_us / 1_000_000,
-    )
+    """A :class:`ChatSummary` from stored columns.
+
+    Raises:
+        SerializationError: a column holds what agentfsm never writes there.
+    """
+    try:
+        return ChatSummary(
+            chat_id=chat_id,
+            user_id=user_id,
+            agent_name=agent_name,
+            phase=Phase(phase),
+            version=int(version),
+            updated_at=int(updated_us) / 1_000_000,
+        )
+    except (TypeError, ValueError) as error:
+        raise SerializationError(
+            f"stored chat {chat_id!r} has columns agentfsm did not write: {error}"
+        ) from error
 
 
 def page(rows: tuple[tuple[ChatSummary, int], ...], limit: int) -> ChatPage:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from agentfsm.serde import dumps, loads
 from agentfsm.state import Conversation
 from agentfsm.store._base import (
     ChatPage,
@@ -13,8 +12,11 @@ from agentfsm.store._base import (
     check_chat_id,
     check_limit,
     check_save,
+    check_user_id,
+    decode,
     decode_cursor,
     default_clock,
+    encode,
     now_us,
     page,
     summary,
@@ -40,12 +42,12 @@ class MemoryStore(_Closing):
     async def load(self, chat_id: str) -> Conversation | None:
         """The stored conversation of ``chat_id``, or ``None``."""
         entry = self._chats.get(check_chat_id(chat_id))
-        return None if entry is None else loads(entry[0])
+        return None if entry is None else decode(entry[0], chat_id)
 
     async def save(self, conversation: Conversation, expected_version: int | None) -> None:
         """Store ``conversation`` if the stored chat is at ``expected_version`` (see ``Store``)."""
         check_save(conversation, expected_version)
-        payload = dumps(conversation)
+        payload = encode(conversation)
         updated_us = now_us(self._clock)
         chat_id = conversation.chat_id
         entry = self._chats.get(chat_id)
@@ -70,6 +72,7 @@ class MemoryStore(_Closing):
         self, user_id: str | None = None, limit: int = 50, cursor: str | None = None
     ) -> ChatPage:
         """Stored chats, newest-updated first (see ``Store.list``)."""
+        check_user_id(user_id)
         check_limit(limit)
         after = decode_cursor(cursor)
         rows = sorted(

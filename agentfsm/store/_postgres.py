@@ -6,7 +6,7 @@ import asyncio
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from agentfsm.serde import dumps, loads
+from agentfsm.errors import ConfigurationError
 from agentfsm.state import Conversation
 from agentfsm.store._base import (
     ChatPage,
@@ -17,12 +17,16 @@ from agentfsm.store._base import (
     check_chat_id,
     check_limit,
     check_save,
+    check_user_id,
+    decode,
     decode_cursor,
     default_clock,
+    encode,
     now_us,
     page,
     require,
     summary,
+    translated,
 )
 
 if TYPE_CHECKING:
@@ -91,6 +95,11 @@ class PostgresStore(_Closing):
 
     Raises:
         ImportError: psycopg is missing (``pip install 'agentfsm[postgres]'``).
+        ConfigurationError: ``dsn`` is not a connection string, ``table`` not a name, or
+            the pool sizes are not ``0 <= min_size <= max_size``, ``max_size >= 1``.
+
+    Errors of PostgreSQL or of the connection to it (a server that is down, a pool that
+    timed out) come out as ``StoreError``, psycopg's own error as its ``__cause__``.
     """
 
     def __init__(
@@ -104,6 +113,8 @@ class PostgresStore(_Closing):
     ) -> None:
         psycopg = require("psycopg", "postgres", "PostgresStore")
         self._pool_module = require("psycopg_pool", "postgres", "PostgresStore")
+        _check_settings(psycopg, dsn, table, min_size, max_size)
+        self._errors: tuple[type[Exception], ...] = (psycopg.Error,)
         self._connect = psycopg.AsyncConnection.connect
         self.table = table
         self._dsn = dsn
@@ -130,28 +141,47 @@ class PostgresStore(_Closing):
             ),
             "insert": query(_INSERT),
             "update": query(_UPDATE),
-            "load": query("SELECT data FROM {table} WHERE chat_id = %s"),
+            # As text: decode() parses it, and judges a payload another writer broke.
+            "load": query("SELECT data::text FROM {table} WHERE chat_id = %s"),
             "version": query("SELECT version FROM {table} WHERE chat_id = %s"),
             "delete": query("DELETE FROM {table} WHERE chat_id = %s"),
             "list": query(f"SELECT {_COLUMNS} FROM {{table}}"),
         }
         self._composed = psql
-        self._untranslatable: type[Exception] = psycopg.errors.UntranslatableCharacter
+        self._errors_module = psycopg.errors
 
     def __repr__(self) -> str:
         return f"PostgresStore(table={self.table!r})"
 
+    def _explain(self, error: BaseException) -> str:
+        errors = self._errors_module
+        if isinstance(error, errors.UntranslatableCharacter) or (
+            isinstance(error, errors.DataError) and "NUL" in str(error)
+        ):
+            return (
+                f"{self!r}: the chat holds a NUL character (\\u0000), which PostgreSQL text "
+                "and jsonb cannot store; remove it (from tool results, say) first"
+            )
+        if isinstance(error, errors.OperationalError):
+            return (
+                f"{self!r}: cannot reach PostgreSQL: {error}; is the server running, and is "
+                "the DSN right?"
+            )
+        return f"{self!r}: PostgreSQL failed: {type(error).__name__}: {error}"
+
     async def _open(self) -> None:
-        await self._ready()
+        with translated(self._errors, self._explain):
+            await self._ready()
 
     async def load(self, chat_id: str) -> Conversation | None:
         """The stored conversation of ``chat_id``, or ``None``."""
         check_chat_id(chat_id)
-        pool = await self._ready()
-        async with pool.connection() as connection:
-            cursor = await connection.execute(self._sql["load"], (chat_id,))
-            row = await cursor.fetchone()
-        return None if row is None else loads(row[0])
+        with translated(self._errors, self._explain, chat_id):
+            pool = await self._ready()
+            async with pool.connection() as connection:
+                cursor = await connection.execute(self._sql["load"], (chat_id,))
+                row = await cursor.fetchone()
+        return None if row is None else decode(row[0], chat_id)
 
     async def save(self, conversation: Conversation, expected_version: int | None) -> None:
         """Store ``conversation`` if the stored chat is at ``expected_version`` (see ``Store``)."""
@@ -164,39 +194,35 @@ class PostgresStore(_Closing):
             "version": conversation.version,
             "schema_version": conversation.schema_version,
             "updated_at": _EPOCH + now_us(self._clock) * _MICROSECOND,
-            "data": dumps(conversation),
+            "data": encode(conversation),
             "expected": expected_version,
         }
         query = self._sql["insert" if expected_version is None else "update"]
-        pool = await self._ready()
-        async with pool.connection() as connection:
-            try:
+        with translated(self._errors, self._explain, conversation.chat_id):
+            pool = await self._ready()
+            async with pool.connection() as connection:
                 cursor = await connection.execute(query, params)
-            except self._untranslatable as error:
-                raise StoreError(
-                    f"chat {conversation.chat_id!r} holds a NUL character (\\u0000), which "
-                    "PostgreSQL jsonb cannot store; remove it (from tool results, say) first",
-                    conversation.chat_id,
-                ) from error
-            if cursor.rowcount == 1:
-                return
-            cursor = await connection.execute(self._sql["version"], (conversation.chat_id,))
-            row = await cursor.fetchone()
+                if cursor.rowcount == 1:
+                    return
+                cursor = await connection.execute(self._sql["version"], (conversation.chat_id,))
+                row = await cursor.fetchone()
         actual = None if row is None else int(row[0])
         raise ConcurrentUpdateError(conversation.chat_id, expected_version, actual)
 
     async def delete(self, chat_id: str) -> bool:
         """Delete ``chat_id``; True if it existed."""
         check_chat_id(chat_id)
-        pool = await self._ready()
-        async with pool.connection() as connection:
-            cursor = await connection.execute(self._sql["delete"], (chat_id,))
-            return cursor.rowcount > 0
+        with translated(self._errors, self._explain, chat_id):
+            pool = await self._ready()
+            async with pool.connection() as connection:
+                cursor = await connection.execute(self._sql["delete"], (chat_id,))
+                return cursor.rowcount > 0
 
     async def list(
         self, user_id: str | None = None, limit: int = 50, cursor: str | None = None
     ) -> ChatPage:
         """Stored chats, newest-updated first (see ``Store.list``)."""
+        check_user_id(user_id)
         check_limit(limit)
         after = decode_cursor(cursor)
         sql = self._composed
@@ -213,10 +239,11 @@ class PostgresStore(_Closing):
             parts += [sql.SQL(" WHERE "), sql.SQL(" AND ").join(where)]
         parts.append(sql.SQL(" ORDER BY updated_at DESC, chat_id DESC LIMIT %s"))
         params.append(limit + 1)
-        pool = await self._ready()
-        async with pool.connection() as connection:
-            found = await connection.execute(sql.Composed(parts), params)
-            fetched = await found.fetchall()
+        with translated(self._errors, self._explain):
+            pool = await self._ready()
+            async with pool.connection() as connection:
+                found = await connection.execute(sql.Composed(parts), params)
+                fetched = await found.fetchall()
         rows = []
         for chat_id, user, agent, phase, version, updated_at in fetched:
             updated_us = (updated_at - _EPOCH) // _MICROSECOND
@@ -228,7 +255,8 @@ class PostgresStore(_Closing):
         self._closed = True
         pool, self._pool = self._pool, None
         if pool is not None:
-            await pool.close()
+            with translated(self._errors, self._explain):
+                await pool.close()
 
     async def _ready(self) -> _Pool:
         """The pool, with the table created, on first use."""
@@ -257,3 +285,37 @@ class PostgresStore(_Closing):
                 await pool.open()
                 self._pool = pool
         return self._pool
+
+
+def _check_settings(
+    psycopg: Any, dsn: object, table: object, min_size: object, max_size: object
+) -> None:
+    """Refuse settings that could only fail later, at the first query.
+
+    Raises:
+        ConfigurationError: naming the setting.
+    """
+    try:
+        if not isinstance(dsn, str):
+            raise TypeError(f"a string, not {type(dsn).__name__}")
+        psycopg.conninfo.conninfo_to_dict(dsn)
+    except (TypeError, psycopg.Error) as error:
+        raise ConfigurationError(
+            f"PostgresStore needs a libpq connection string or URL such as "
+            f"postgresql://user@host/db: {error}"
+        ) from error
+    parts = table.split(".") if isinstance(table, str) else []
+    if not 1 <= len(parts) <= 2 or not all(parts) or "\x00" in str(table):
+        raise ConfigurationError(
+            f"PostgresStore table must be a name or schema.name, got {table!r}"
+        )
+    sizes = (min_size, max_size)
+    if (
+        any(isinstance(size, bool) or not isinstance(size, int) for size in sizes)
+        or not 0 <= min_size <= max_size  # type: ignore[operator]
+        or max_size < 1  # type: ignore[operator]
+    ):
+        raise ConfigurationError(
+            f"PostgresStore needs 0 <= min_size <= max_size and max_size >= 1, got "
+            f"min_size={min_size!r}, max_size={max_size!r}"
+        )

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from agentfsm.serde import dumps, loads
+from agentfsm.errors import ConfigurationError
 from agentfsm.state import Conversation
 from agentfsm.store._base import (
     ChatPage,
@@ -21,11 +22,15 @@ from agentfsm.store._base import (
     check_chat_id,
     check_limit,
     check_save,
+    check_user_id,
+    decode,
     decode_cursor,
     default_clock,
+    encode,
     now_us,
     page,
     summary,
+    translated,
 )
 
 __all__ = ["SQLiteStore"]
@@ -68,6 +73,15 @@ _COLUMNS = "chat_id, user_id, agent_name, phase, version, updated_at"
 
 _Row = tuple[str, "str | None", str, str, int, int, int, str]
 
+# What SQLite says, and what to do about it.
+_ADVICE = {
+    "file is not a database": "give SQLiteStore a new file, or one it created",
+    "database is locked": "another writer held the lock for longer than the store's timeout: "
+    "raise timeout=, or find the process that holds it",
+    "unable to open database file": "check that its folder exists and is writable",
+    "readonly database": "the file (or its folder) is read-only: the store needs to write",
+}
+
 
 class SQLiteStore(_Closing):
     """Conversations in one SQLite file: the embedded default, no server to run.
@@ -80,9 +94,16 @@ class SQLiteStore(_Closing):
 
     Args:
         path: the database file (created if missing), or ``":memory:"`` for a private one.
-        timeout: seconds a save waits for another process's write lock before
-            ``sqlite3.OperationalError`` ("database is locked").
+        timeout: seconds a save waits for another process's write lock before a
+            ``StoreError`` ("database is locked").
         clock: Unix time in seconds, for ``updated_at`` (default ``time.time``).
+
+    Raises:
+        ConfigurationError: ``path`` holds a NUL character or ``timeout`` is not a finite
+            number >= 0.
+
+    Errors of SQLite itself (a file that is not a database, a lock held past ``timeout``)
+    come out as ``StoreError``, SQLite's own error as its ``__cause__``.
     """
 
     def __init__(
@@ -93,6 +114,17 @@ class SQLiteStore(_Closing):
         clock: Clock = default_clock,
     ) -> None:
         self.path = os.fspath(path)
+        if not isinstance(self.path, str) or "\x00" in self.path:
+            raise ConfigurationError(f"SQLiteStore path must be a file name, got {path!r}")
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or not math.isfinite(timeout)
+            or timeout < 0
+        ):
+            raise ConfigurationError(
+                f"SQLiteStore timeout must be a finite number of seconds >= 0, got {timeout!r}"
+            )
         self._timeout = timeout
         self._clock = clock
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agentfsm-sqlite")
@@ -106,7 +138,7 @@ class SQLiteStore(_Closing):
         """The stored conversation of ``chat_id``, or ``None``."""
         check_chat_id(chat_id)
         payload = await self._run(_load, chat_id)
-        return None if payload is None else loads(payload)
+        return None if payload is None else decode(payload, chat_id)
 
     async def save(self, conversation: Conversation, expected_version: int | None) -> None:
         """Store ``conversation`` if the stored chat is at ``expected_version`` (see ``Store``)."""
@@ -119,7 +151,7 @@ class SQLiteStore(_Closing):
             conversation.version,
             conversation.schema_version,
             now_us(self._clock),
-            dumps(conversation),
+            encode(conversation),
         )
         won, actual = await self._run(_save, row, expected_version)
         if not won:
@@ -134,6 +166,7 @@ class SQLiteStore(_Closing):
         self, user_id: str | None = None, limit: int = 50, cursor: str | None = None
     ) -> ChatPage:
         """Stored chats, newest-updated first (see ``Store.list``)."""
+        check_user_id(user_id)
         check_limit(limit)
         after = decode_cursor(cursor)
         rows = await self._run(_list, user_id, limit + 1, after)
@@ -158,7 +191,15 @@ class SQLiteStore(_Closing):
         def call() -> T:
             return action(self._connect(), *args)
 
-        return await asyncio.get_running_loop().run_in_executor(self._worker, call)
+        with translated((sqlite3.Error,), self._explain):
+            return await asyncio.get_running_loop().run_in_executor(self._worker, call)
+
+    def _explain(self, error: BaseException) -> str:
+        text = str(error)
+        advice = next((tip for cause, tip in _ADVICE.items() if cause in text), None)
+        if advice is None:
+            return f"{self!r}: SQLite failed: {type(error).__name__}: {text}"
+        return f"{self!r}: {text}: {advice}"
 
     def _connect(self) -> sqlite3.Connection:
         if self._connection is not None:
@@ -185,9 +226,9 @@ class SQLiteStore(_Closing):
             self._connection = None
 
 
-def _load(connection: sqlite3.Connection, chat_id: str) -> str | None:
+def _load(connection: sqlite3.Connection, chat_id: str) -> object:
     row = connection.execute(f"SELECT data FROM {TABLE} WHERE chat_id = ?", (chat_id,)).fetchone()
-    return None if row is None else str(row[0])
+    return None if row is None else row[0]  # decode() judges what another writer put there
 
 
 def _save(
@@ -234,7 +275,8 @@ def _list(
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY updated_at DESC, chat_id DESC LIMIT ?"
     params.append(limit)
-    return tuple(
-        (summary(chat_id, user, agent, phase, version, updated), int(updated))
-        for chat_id, user, agent, phase, version, updated in connection.execute(sql, params)
-    )
+    rows = []
+    for chat_id, user, agent, phase, version, updated in connection.execute(sql, params):
+        item = summary(chat_id, user, agent, phase, version, updated)  # checks the columns
+        rows.append((item, int(updated)))
+    return tuple(rows)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from agentfsm.errors import ConfigurationError
-from agentfsm.store._base import _Closing, check_chat_id, require
+from agentfsm.store._base import _Closing, check_chat_id, require, translated
+from agentfsm.store._redis import explain_redis_error, redis_client
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -28,16 +29,21 @@ class RedisStopSignal(_Closing):
 
     Raises:
         ImportError: the ``redis`` package is missing (``pip install 'agentfsm[redis]'``).
-        ConfigurationError: ``ttl`` is not a positive int.
+        ConfigurationError: ``ttl`` is not a positive int, ``url`` not a Redis URL.
+
+    Errors of Redis or of the connection to it come out as ``StoreError``.
     """
 
     def __init__(self, url: str, *, prefix: str = "agentfsm:", ttl: int = 3600) -> None:
         aioredis = require("redis.asyncio", "redis", "RedisStopSignal")
         if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 1:
             raise ConfigurationError(f"ttl must be a positive number of seconds, got {ttl!r}")
+        if not isinstance(prefix, str):
+            raise ConfigurationError(f"RedisStopSignal prefix must be a string, got {prefix!r}")
         self.prefix = prefix
         self.ttl = ttl
-        self._redis: redis.asyncio.Redis = aioredis.Redis.from_url(url, decode_responses=True)
+        self._redis: redis.asyncio.Redis = redis_client(aioredis, url, "RedisStopSignal")
+        self._errors: tuple[type[Exception], ...] = (aioredis.RedisError,)
 
     def __repr__(self) -> str:
         return f"RedisStopSignal(prefix={self.prefix!r}, ttl={self.ttl})"
@@ -45,18 +51,28 @@ class RedisStopSignal(_Closing):
     def _key(self, chat_id: str) -> str:
         return f"{self.prefix}stop:{check_chat_id(chat_id)}"
 
+    def _explain(self, error: BaseException) -> str:
+        return explain_redis_error(self, self._redis, error)
+
     async def __call__(self, chat_id: str) -> bool:
         """True if a stop was requested for ``chat_id`` and has not expired or been cleared."""
-        return bool(await self._redis.exists(self._key(chat_id)))
+        key = self._key(chat_id)
+        with translated(self._errors, self._explain, chat_id):
+            return bool(await self._redis.exists(key))
 
     async def request_stop(self, chat_id: str) -> None:
         """Ask every worker running ``chat_id`` to stop it (for ``ttl`` seconds)."""
-        await self._redis.set(self._key(chat_id), "1", ex=self.ttl)
+        key = self._key(chat_id)
+        with translated(self._errors, self._explain, chat_id):
+            await self._redis.set(key, "1", ex=self.ttl)
 
     async def clear(self, chat_id: str) -> bool:
         """Withdraw the stop request of ``chat_id``; True if there was one."""
-        return bool(await self._redis.delete(self._key(chat_id)))
+        key = self._key(chat_id)
+        with translated(self._errors, self._explain, chat_id):
+            return bool(await self._redis.delete(key))
 
     async def aclose(self) -> None:
         """Close the connection pool."""
-        await self._redis.aclose()
+        with translated(self._errors, self._explain):
+            await self._redis.aclose()

@@ -12,6 +12,8 @@ __all__ = [
     "DelayFault",
     "DisconnectFault",
     "HangFault",
+    "RawFault",
+    "RawStreamFault",
     "Reply",
     "StatusFault",
     "TextReply",
@@ -61,8 +63,34 @@ def _calls_tuple(calls: Iterable[ToolCallSpec]) -> tuple[ToolCallSpec, ...]:
     return tuple(calls)
 
 
+def _bytes_tuple(pieces: Iterable[bytes]) -> tuple[bytes, ...]:
+    return tuple(pieces)
+
+
 def _headers_dict(headers: Mapping[str, str]) -> dict[str, str]:
     return dict(headers)
+
+
+def _http_status(_instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 200 <= value <= 599:
+        msg = f"{attribute.name} must be an HTTP status from 200 to 599, got {value!r}"
+        raise ValueError(msg)
+
+
+def _wire_bytes(value: object) -> bytes:
+    """A raw body or event: bytes as they are, a str as UTF-8, anything else as its JSON."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _event(value: object) -> bytes:
+    """One piece of a raw stream: bytes as they are, else one ``data:`` event of the value."""
+    if isinstance(value, bytes):
+        return value
+    return b"data: " + _wire_bytes(value) + b"\n\n"
 
 
 @attrs.frozen
@@ -168,6 +196,44 @@ class DelayFault:
 
 
 @attrs.frozen
+class RawFault:
+    """A response whose body is exactly these bytes, whatever the request asked for.
+
+    For testing what a client makes of a server that answers 200 with something that is not
+    a chat completion: not JSON, not UTF-8, JSON of the wrong shape, an empty body.
+
+    Attributes:
+        body: The body, sent as it is.
+        status: The HTTP status.
+        content_type: The ``Content-Type`` header.
+        headers: Extra response headers.
+    """
+
+    body: bytes
+    status: int = attrs.field(default=200, kw_only=True, validator=_http_status)
+    content_type: str = attrs.field(default="application/json", kw_only=True)
+    headers: Mapping[str, str] = attrs.field(factory=dict, converter=_headers_dict, kw_only=True)
+
+
+@attrs.frozen
+class RawStreamFault:
+    """A ``200 text/event-stream`` response made of exactly these pieces, in order.
+
+    Nothing is added: no role chunk, no ``finish_reason``, no ``data: [DONE]`` unless a piece
+    is one. The connection closes after the last piece.
+
+    Attributes:
+        pieces: The bytes written, one write each.
+        chunk_delay: Seconds to sleep between pieces.
+        headers: Extra response headers.
+    """
+
+    pieces: tuple[bytes, ...] = attrs.field(converter=_bytes_tuple)
+    chunk_delay: float = attrs.field(default=0.0, validator=_not_negative, kw_only=True)
+    headers: Mapping[str, str] = attrs.field(factory=dict, converter=_headers_dict, kw_only=True)
+
+
+@attrs.frozen
 class HangFault:
     """Accept the request and never answer, until the client gives up or the server closes."""
 
@@ -177,8 +243,28 @@ class DisconnectFault:
     """Close the connection without sending any response."""
 
 
-Reply = TextReply | ToolCallsReply | StatusFault | DelayFault | HangFault | DisconnectFault
+Reply = (
+    TextReply
+    | ToolCallsReply
+    | StatusFault
+    | DelayFault
+    | HangFault
+    | DisconnectFault
+    | RawFault
+    | RawStreamFault
+)
 """Anything a scripted server can answer one request with."""
+
+_REPLY_TYPES = (
+    TextReply,
+    ToolCallsReply,
+    StatusFault,
+    DelayFault,
+    HangFault,
+    DisconnectFault,
+    RawFault,
+    RawStreamFault,
+)
 
 
 def text(
@@ -382,7 +468,66 @@ class _FaultFactory:
         """
         return DisconnectFault()
 
+    @staticmethod
+    def raw(
+        body: object,
+        *,
+        status: int = 200,
+        content_type: str = "application/json",
+        headers: Mapping[str, str] | None = None,
+    ) -> RawFault:
+        """Answer with exactly this body, to test what a client makes of a broken server.
+
+        Args:
+            body: ``bytes`` are sent as they are (not UTF-8, say), a ``str`` as UTF-8 text
+                (``"not json"``), anything else as its JSON (``{"choices": []}``, ``[]``,
+                ``None`` for ``null``): a well-formed body of the wrong shape.
+            status: The HTTP status, 200 by default.
+            content_type: The ``Content-Type`` header.
+            headers: Extra response headers.
+
+        Returns:
+            The fault.
+
+        Example:
+            >>> fault.raw({"choices": []}).body
+            b'{"choices":[]}'
+        """
+        return RawFault(
+            _wire_bytes(body), status=status, content_type=content_type, headers=headers or {}
+        )
+
+    @staticmethod
+    def raw_stream(
+        *events: object, chunk_delay: float = 0.0, headers: Mapping[str, str] | None = None
+    ) -> RawStreamFault:
+        """Answer with a server-sent event stream of exactly these events, and nothing else.
+
+        No ``[DONE]`` and no ``finish_reason`` are added: a stream that just ends is one call.
+
+        Args:
+            *events: Each one written in order: ``bytes`` as they are (broken framing, bytes
+                that are not UTF-8, an ``event: error`` line), anything else as one event
+                ``data: <value>\\n\\n``, a ``str`` verbatim (``"[DONE]"``, ``"{oops"``) and
+                other values as their JSON (a chunk as a dict).
+            chunk_delay: Seconds to sleep between events.
+            headers: Extra response headers.
+
+        Returns:
+            The fault.
+
+        Example:
+            >>> fault.raw_stream({"choices": []}, "[DONE]").pieces
+            (b'data: {"choices":[]}\\n\\n', b'data: [DONE]\\n\\n')
+        """
+        return RawStreamFault(
+            tuple(_event(event) for event in events),
+            chunk_delay=chunk_delay,
+            headers=headers or {},
+        )
+
 
 fault = _FaultFactory()
 """Builders for faults: ``fault.status()``, ``fault.rate_limit()``, ``fault.server_error()``,
-``fault.delay()``, ``fault.hang()`` and ``fault.disconnect()``."""
+``fault.delay()``, ``fault.hang()``, ``fault.disconnect()``, ``fault.raw()`` and
+``fault.raw_stream()``."""

@@ -6,6 +6,7 @@ import asyncio
 import inspect
 import itertools
 import json
+import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -16,9 +17,12 @@ import attrs
 from aiohttp import web
 
 from agentfsm.testing._replies import (
+    _REPLY_TYPES,
     DelayFault,
     DisconnectFault,
     HangFault,
+    RawFault,
+    RawStreamFault,
     Reply,
     StatusFault,
     TextReply,
@@ -41,6 +45,15 @@ _JSON = dict[str, Any]
 # Long enough for a graceful close of finished responses, short enough that a stuck
 # handler cannot stall a test suite: ours wake up on close anyway.
 _SHUTDOWN_TIMEOUT = 1.0
+_MIB = 1024 * 1024
+_MAX_REQUEST_BYTES = 256 * _MIB
+"""The largest request body served by default: a request carrying several of the largest
+attachments agentfsm accepts (20 MiB images, 25 MiB audio, 32 MiB files, a third more in
+base64) fits; aiohttp's own default of 1 MiB would refuse a single photo."""
+# Our own client must not retry what the script decided: it would only consume more replies.
+_FINAL = {"x-should-retry": "false"}
+
+log = logging.getLogger(__name__)
 
 
 @attrs.frozen
@@ -132,10 +145,12 @@ class ScriptedOpenAIServer:
 
     A script is either a sequence of replies, consumed one per request, or a function
     of the `RecordedRequest` returning the reply (sync or async), for stateful fakes.
-    When a sequence runs out the server answers 500 with a message saying so. If a
+    When a sequence runs out the server answers 400 (``error.code``
+    ``"script_exhausted"``) with a message saying which request had no reply. If a
     script function raises, the request gets a 500 and the exception is raised again
     when the ``async with`` block exits, so a failed assertion inside a fake fails the
-    test.
+    test. Both carry ``x-should-retry: false``, so a client that honours it (``openai``,
+    agentfsm) fails at once instead of retrying into the same answer.
 
     Example:
         ```python
@@ -151,6 +166,11 @@ class ScriptedOpenAIServer:
             `default_token_counter` by default.
         host: The address to listen on.
         port: The port to listen on; 0 picks a free one.
+        max_request_bytes: The largest request body accepted; a larger one gets a 413 saying
+            so. 256 MiB by default, room for several of the largest attachments.
+
+    Raises:
+        ValueError: ``max_request_bytes`` is not a positive int.
     """
 
     def __init__(
@@ -161,6 +181,7 @@ class ScriptedOpenAIServer:
         token_counter: TokenCounter | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        max_request_bytes: int = _MAX_REQUEST_BYTES,
     ) -> None:
         self._function: ScriptFunction | None = None
         self._queue: deque[Reply] = deque()
@@ -172,6 +193,14 @@ class ScriptedOpenAIServer:
         self._token_counter = token_counter or default_token_counter
         self._host = host
         self._port = port
+        if (
+            isinstance(max_request_bytes, bool)
+            or not isinstance(max_request_bytes, int)
+            or max_request_bytes < 1
+        ):
+            msg = f"max_request_bytes must be a positive int, got {max_request_bytes!r}"
+            raise ValueError(msg)
+        self._max_request_bytes = max_request_bytes
         self._requests: list[RecordedRequest] = []
         self._replies_used = 0
         self._call_ids = itertools.count(1)
@@ -230,7 +259,7 @@ class ScriptedOpenAIServer:
         if self._bound_port is not None:
             msg = "a ScriptedOpenAIServer runs once: create a new one for another `async with`"
             raise RuntimeError(msg)
-        app = web.Application()
+        app = web.Application(client_max_size=self._max_request_bytes)
         app.router.add_post("/v1/chat/completions", self._chat_completions)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/v1/models/{model}", self._one_model)
@@ -280,8 +309,25 @@ class ScriptedOpenAIServer:
             self._handlers.add(task)
         try:
             try:
-                body = await request.json()
-            except ValueError:
+                raw = await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                return self._status(
+                    fault.status(
+                        413,
+                        f"ScriptedOpenAIServer: the request body is larger than "
+                        f"max_request_bytes={self._max_request_bytes}; raise it when you "
+                        "build the server",
+                        headers=_FINAL,
+                    )
+                )
+            except ConnectionError:
+                # The client went away (a cancelled request) before sending its whole body:
+                # a normal thing for a client to do, and nobody is left to answer.
+                log.debug("client_gone_before_body", extra={"path": request.path})
+                return web.Response()
+            try:
+                body = json.loads(raw)
+            except (ValueError, RecursionError):  # also bytes that are not UTF-8, and nesting
                 return self._status(fault.status(400, "the request body is not valid JSON"))
             if not isinstance(body, dict):
                 return self._status(fault.status(400, "the request body is not a JSON object"))
@@ -300,11 +346,13 @@ class ScriptedOpenAIServer:
     async def _next_reply(self, recorded: RecordedRequest) -> Reply:
         if self._function is None:
             if not self._queue:
-                return fault.server_error(
-                    500,
-                    f"ScriptedOpenAIServer: the script is exhausted, request "
-                    f"#{len(self._requests)} has no reply (the script had "
-                    f"{self._replies_used} replies; add more with server.add())",
+                return fault.status(
+                    400,
+                    f"ScriptedOpenAIServer: the script has no reply left for request "
+                    f"#{len(self._requests)} (it had {self._replies_used}); add more with "
+                    "server.add()",
+                    headers=_FINAL,
+                    error_code="script_exhausted",
                 )
             self._replies_used += 1
             return self._queue.popleft()
@@ -312,16 +360,16 @@ class ScriptedOpenAIServer:
             reply = self._function(recorded)
             if inspect.isawaitable(reply):
                 reply = await reply
-            if not isinstance(
-                reply,
-                (TextReply, ToolCallsReply, StatusFault, DelayFault, HangFault, DisconnectFault),
-            ):
+            if not isinstance(reply, _REPLY_TYPES):
                 msg = f"the script function returned {reply!r}, not a reply"
                 raise TypeError(msg)
         except Exception as error:  # any failure of user code becomes a 500
             self._script_errors.append(error)
-            return fault.server_error(
-                500, f"ScriptedOpenAIServer: the script function raised {error!r}"
+            return fault.status(
+                500,
+                f"ScriptedOpenAIServer: the script function raised {error!r}",
+                headers=_FINAL,
+                error_type="server_error",
             )
         return reply
 
@@ -339,6 +387,18 @@ class ScriptedOpenAIServer:
             return self._drop(request)
         if isinstance(reply, DisconnectFault):
             return self._drop(request)
+        if isinstance(reply, RawFault):
+            return web.Response(
+                body=reply.body,
+                status=reply.status,
+                headers={
+                    "Content-Type": reply.content_type,
+                    **self._request_id_header(),
+                    **reply.headers,
+                },
+            )
+        if isinstance(reply, RawStreamFault):
+            return await self._raw_stream(request, reply)
         if recorded.stream:
             return await self._stream(request, recorded, reply)
         return web.json_response(
@@ -463,6 +523,27 @@ class ScriptedOpenAIServer:
         except ConnectionError:
             # The client stopped reading mid-stream: a normal thing for a test to do.
             pass
+        return response
+
+    async def _raw_stream(self, request: web.Request, reply: RawStreamFault) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream; charset=utf-8",
+                "Cache-Control": "no-cache",
+                **self._request_id_header(),
+                **reply.headers,
+            }
+        )
+        try:
+            await response.prepare(request)
+            for position, piece in enumerate(reply.pieces):
+                if position and await self._closed_during(reply.chunk_delay):
+                    self._drop(request)
+                    return response
+                await response.write(piece)
+            await response.write_eof()
+        except ConnectionError:
+            pass  # the client stopped reading: as in _stream
         return response
 
     async def _models(self, _request: web.Request) -> web.Response:
