@@ -680,6 +680,22 @@ def _check_owner(conversation: Conversation, user_id: str | None) -> None:
 _PART_TYPES = typing.get_args(ContentPart)
 
 
+def _unicode(text: str, what: str) -> str:
+    """``text``, refused if it cannot be sent (a lone surrogate has no UTF-8 form).
+
+    Raises:
+        InvalidInputError: saying where the bad character is.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise InvalidInputError(
+            f"{what} is not valid Unicode: a lone surrogate at index {error.start} "
+            "(text decoded with errors='surrogateescape'?)"
+        ) from None
+    return text
+
+
 def _is_media(part: object) -> TypeGuard[Image | Audio | File]:
     """``part`` is an ``Image``, ``Audio`` or ``File`` (media loads only if one was built)."""
     media = sys.modules.get("agentfsm.media")
@@ -692,12 +708,12 @@ def _user_message(message: UserInput) -> UserMessage:
     if isinstance(message, str):
         if not message:
             raise InvalidInputError("the message is empty")
-        return UserMessage(message)
+        return UserMessage(_unicode(message, "the message"))
     if isinstance(message, Sequence) and not isinstance(message, (bytes, bytearray)):
         parts: list[ContentPart] = []
         for i, part in enumerate(message):
             if isinstance(part, str):
-                parts.append(TextPart(part))
+                parts.append(TextPart(_unicode(part, f"message part {i}")))
             elif isinstance(part, _PART_TYPES):
                 parts.append(part)
             elif _is_media(part):

@@ -160,7 +160,7 @@ class ToolExecutor:
         started[call.id] = began
         try:
             value = await tool.invoke(prepared, context)
-            content = format_result(value)
+            content = _sendable(format_result(value))
         except Exception as error:
             results[call.id] = _error_result(call, f"Error: {type(error).__name__}: {error}")
             await _report_error(
@@ -205,7 +205,16 @@ def _settle(
 
 
 def _error_result(call: ToolCall, content: str) -> ToolMessage:
-    return ToolMessage(call.id, content, tool_name=call.name, is_error=True)
+    return ToolMessage(call.id, _sendable(content), tool_name=call.name, is_error=True)
+
+
+def _sendable(content: str) -> str:
+    """``content`` as text a server can take: lone surrogates (no UTF-8 form) become "?"."""
+    try:
+        content.encode("utf-8")
+    except UnicodeEncodeError:
+        return content.encode("utf-8", "replace").decode("utf-8")
+    return content
 
 
 async def _report_error(

@@ -220,6 +220,9 @@ class AssistantMessage:
     Attributes:
         interrupted: the answer was cut short by a stop; ``content`` is what arrived.
         model: the model that wrote it (kept in the state, not sent).
+        finish_reason: why the model stopped writing, as the server said (``"stop"``,
+            ``"tool_calls"``, ``"length"`` when ``max_completion_tokens`` cut it…); kept in
+            the state, not sent.
     """
 
     content: str | None = None
@@ -229,6 +232,7 @@ class AssistantMessage:
     refusal: str | None = None
     interrupted: bool = False
     model: str | None = None
+    finish_reason: str | None = attrs.field(default=None, kw_only=True)
 
 
 @attrs.frozen

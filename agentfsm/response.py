@@ -32,6 +32,9 @@ class AgentResponse:
         cost: USD spent by this run (0 without pricing).
         requests: this run's answered requests: model, usage, cost, attempts.
         conversation: the full state, to step on, dump or store.
+        finish_reason: why the model stopped writing its last answer of this run, as the
+            server said; ``"length"`` means ``max_completion_tokens`` cut it short (a cut
+            answer, not a full one). ``None`` when no answer came or the server did not say.
     """
 
     output: str
@@ -48,6 +51,7 @@ class AgentResponse:
     cost: Decimal
     requests: tuple[RequestRecord, ...]
     conversation: Conversation
+    finish_reason: str | None = None
 
     @classmethod
     def from_conversation(cls, conversation: Conversation) -> AgentResponse:
@@ -79,6 +83,7 @@ class AgentResponse:
             cost=conversation.run_cost,
             requests=conversation.run_requests,
             conversation=conversation,
+            finish_reason=last.finish_reason if last is not None else None,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -97,6 +102,7 @@ class AgentResponse:
             "turns": self.turns,
             "error": unstructure(self.error) if self.error is not None else None,
             "interrupted": self.interrupted,
+            "finish_reason": self.finish_reason,
             "cost": str(self.cost),
             "requests": unstructure(self.requests),
             "conversation": unstructure(self.conversation),

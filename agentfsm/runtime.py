@@ -237,6 +237,7 @@ class Step:
         message = attrs.evolve(
             result.reply.message,
             model=result.reply.model,
+            finish_reason=result.reply.finish_reason,
             tool_calls=_unique_ids(result.reply.message.tool_calls, self.chat_id),
         )
         turn = conversation.turn + 1  # this answer is the run's next model call
@@ -294,6 +295,7 @@ class Step:
             attempts=answered.attempts,
             duration=duration,
             at=wiring.clock(),
+            finish_reason=reply.finish_reason,
         )
 
     async def _call_models(

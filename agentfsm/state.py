@@ -89,6 +89,8 @@ class RequestRecord:
         attempts: attempts it took, the answered one included (retries + 1).
         duration: seconds from the first attempt to the answer, backoff included.
         at: Unix time of the answer.
+        finish_reason: why the model stopped writing (``"length"``: the answer was cut by
+            ``max_completion_tokens``); ``None`` when the server did not say.
     """
 
     model: str
@@ -97,6 +99,7 @@ class RequestRecord:
     attempts: int = 1
     duration: float = 0.0
     at: float = 0.0
+    finish_reason: str | None = None
 
 
 @attrs.frozen(kw_only=True)

@@ -18,12 +18,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agentfsm import (
-    AgentFSMError,
     AsyncOpenAISimpleAgent,
     InvalidInputError,
     Phase,
     SerializationError,
-    StopReason,
     tool,
 )
 from agentfsm.store import MemoryStore, SQLiteStore, Store, StoreError
@@ -247,41 +245,41 @@ def _is_object(body: bytes) -> bool:
 # --------------------------------------------------------------------------- the promise
 
 
-_NEEDS_RUNTIME_FIX = pytest.mark.xfail(
-    strict=True,
-    raises=UnicodeEncodeError,
-    reason="without a store nothing below the agent refuses it first: the model request "
-    "raises UnicodeEncodeError (agent.py / executor.py must refuse or replace the text)",
-)
-
-
-@pytest.mark.parametrize(
-    ("where", "with_store"),
-    [
-        pytest.param("user message", False, marks=_NEEDS_RUNTIME_FIX),
-        pytest.param("tool result", False, marks=_NEEDS_RUNTIME_FIX),
-        ("user message", True),
-        ("tool result", True),
-    ],
-)
-async def test_text_that_is_not_valid_unicode_is_a_typed_error(
-    tmp_path: Path, where: str, with_store: bool
+@pytest.mark.parametrize("with_store", [False, True])
+async def test_a_message_that_is_not_valid_unicode_is_refused(
+    tmp_path: Path, with_store: bool
 ) -> None:
-    """A lone surrogate in a message or a tool result cannot be sent to any model nor kept in
-    any store: the run stops with ``error`` or raises an AgentFSMError, never the
-    UnicodeEncodeError of the layer below."""
+    """A lone surrogate in the user's message cannot be sent to any model nor kept in any
+    store: ``InvalidInputError`` before anything is sent or saved."""
     store = SQLiteStore(tmp_path / "c.db") if with_store else None
-    message = f"open {SURROGATE}" if where == "user message" else "what is here?"
+    async with ScriptedOpenAIServer([text("never")]) as server, _agent(server, store) as agent:
+        try:
+            with pytest.raises(InvalidInputError, match="lone surrogate at index"):
+                await agent.send_message(f"open {SURROGATE}", chat_id="c1")
+            assert server.requests == []
+        finally:
+            if store is not None:
+                await store.aclose()
+
+
+@pytest.mark.parametrize("with_store", [False, True])
+async def test_a_tool_result_that_is_not_valid_unicode_is_made_sendable(
+    tmp_path: Path, with_store: bool
+) -> None:
+    """A tool returning a lone surrogate (a file name decoded with surrogateescape): the
+    character is replaced, the model reads the rest, and the run goes on (and is stored)."""
+    store = SQLiteStore(tmp_path / "c.db") if with_store else None
     script = [tool_calls(call("list_files", {"folder": "."})), text("done")]
     async with (
         ScriptedOpenAIServer(script) as server,
         _agent(server, store, tool_registry=[list_files]) as agent,
     ):
         try:
-            response = await agent.send_message(message, chat_id="c1")
-        except AgentFSMError:
-            return
+            response = await agent.send_message("what is here?", chat_id="c1")
         finally:
             if store is not None:
                 await store.aclose()
-    assert response.stop_reason is StopReason.ERROR
+    assert response.output == "done"
+    (result,) = [m["content"] for m in server.requests[1].messages if m["role"] == "tool"]
+    assert SURROGATE not in result
+    assert "?" in result

@@ -482,3 +482,52 @@ def test_injected_ids_annotated_as_strings_are_accepted() -> None:
         return city
 
     assert set(f.parameters["properties"]) == {"city"}
+
+
+async def test_an_answer_cut_by_the_token_limit_says_so(
+    server: ScriptedOpenAIServer, make_agent: AgentFactory
+) -> None:
+    """``finish_reason: "length"`` is on the response, the answer and its request record, so
+    a caller can tell a cut answer from a full one; it survives dumps/loads."""
+    from agentfsm import dumps, loads
+
+    server.add(text("The answer was cut he", finish_reason="length"))
+    response = await make_agent(max_completion_tokens=5).send_message("hi")
+    assert response.finish_reason == "length"
+    assert response.requests[-1].finish_reason == "length"
+    last = response.conversation.messages[-1]
+    assert getattr(last, "finish_reason", None) == "length"
+    assert "finish_reason" not in response.history[-1]  # never sent back to a server
+    assert loads(dumps(response.conversation)) == response.conversation
+
+
+async def test_a_server_answering_a_stream_request_with_json_is_understood(
+    server: ScriptedOpenAIServer, make_agent: AgentFactory
+) -> None:
+    """A server that ignores ``stream: true`` and answers a whole completion: the answer is
+    taken (and handed to the token stream in one piece), not retried as a cut stream."""
+    body = {
+        "id": "x",
+        "object": "chat.completion",
+        "model": "scripted-model",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Whole."},
+                "finish_reason": "stop",
+            }
+        ],
+    }
+    server.add(fault.raw(body))
+    tokens: list[str] = []
+    agent = make_agent(
+        agent_class=AsyncOpenAIStreamingAgent,
+        hooks={"on_token_received": lambda e: tokens.append(e.delta)},
+    )
+    response = await agent.send_message("hi")
+    assert (response.stop_reason, response.output, tokens) == (
+        StopReason.RESPONSE,
+        "Whole.",
+        ["Whole."],
+    )
+    assert len(server.requests) == 1

@@ -8,8 +8,6 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-import tiktoken
-
 from agentfsm.context.images import estimate_image_tokens
 from agentfsm.errors import ConfigurationError
 from agentfsm.messages import (
@@ -352,6 +350,8 @@ class AccurateCounter(_Counter):
 
     def __init__(self, encoding: str = "o200k_base") -> None:
         super().__init__()
+        import tiktoken  # loaded by the first accurate counter, not by importing agentfsm
+
         known = tiktoken.list_encoding_names()
         if encoding not in known:
             raise ConfigurationError(

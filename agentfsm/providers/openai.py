@@ -188,6 +188,17 @@ class OpenAIChatModel:
             del kwargs["stream_options"]
             raw = await create(**kwargs)
         response = raw.http_response
+        if "event-stream" not in response.headers.get("content-type", "event-stream"):
+            # a server that ignores stream=true answers with a whole completion: take it
+            try:
+                body = await response.aread()
+            finally:
+                await response.aclose()
+            reply = parse_completion(_json(body, "the reply"), self.model)
+            if reply.message.content:
+                buffer.text.append(reply.message.content)
+                await on_text(reply.message.content)
+            return reply
         done = False
         try:
             async for data in _sse_data(response.aiter_bytes()):
