@@ -4,6 +4,9 @@ Everything public is importable from here (and from ``agentfsm.store`` and
 ``agentfsm.testing``); every other module is internal.
 """
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from agentfsm.agents import (
     AsyncOpenAIMultimodalAgent,
     AsyncOpenAISimpleAgent,
@@ -53,7 +56,6 @@ from agentfsm.hooks import (
     ToolResultEvent,
     TransitionEvent,
 )
-from agentfsm.media import Audio, File, Image
 from agentfsm.messages import (
     AssistantMessage,
     AudioPart,
@@ -68,7 +70,6 @@ from agentfsm.messages import (
 )
 from agentfsm.response import AgentResponse
 from agentfsm.retry import RetryPolicy, RetryStrategy
-from agentfsm.serde import dumps, loads
 from agentfsm.state import (
     ContextWindow,
     Conversation,
@@ -81,7 +82,34 @@ from agentfsm.state import (
 )
 from agentfsm.tools import Tool, ToolContext, tool
 
+if TYPE_CHECKING:
+    from agentfsm.media import Audio, File, Image
+    from agentfsm.serde import dumps, loads
+
 __version__ = "0.1.0"
+
+# Loaded on first use, so ``import agentfsm`` pays for neither cattrs nor byte sniffing.
+_LAZY = {
+    "Audio": "agentfsm.media",
+    "File": "agentfsm.media",
+    "Image": "agentfsm.media",
+    "dumps": "agentfsm.serde",
+    "loads": "agentfsm.serde",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'agentfsm' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # the next lookup is a plain global
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "AfterRequestEvent",
