@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -531,3 +531,83 @@ async def test_a_server_answering_a_stream_request_with_json_is_understood(
         ["Whole."],
     )
     assert len(server.requests) == 1
+
+
+@tool
+def _typed(
+    city: str, days: int = 1, units: Literal["c", "f"] = "c", tags: list[str] | None = None
+) -> str:
+    """A tool with a few typed parameters."""
+    return city
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    arguments=st.one_of(
+        st.text(max_size=30),
+        _json_values.map(json.dumps),
+        st.dictionaries(
+            st.sampled_from(["city", "days", "units", "tags", "user_id", "x"]), _json_values
+        ).map(json.dumps),
+        st.integers(1, 3000).map(lambda n: '{"city": ' + "[" * n + "]" * n + "}"),
+    )
+)
+def test_fuzzed_tool_arguments_are_accepted_or_refused_for_the_model(arguments: str) -> None:
+    """Whatever arguments a model sends, preparing the call either succeeds or raises the
+    ToolArgumentError the model reads; nothing else escapes."""
+    from agentfsm import ToolArgumentError
+
+    try:
+        prepared = _typed.prepare(arguments)
+    except ToolArgumentError as error:
+        message = str(error)
+    else:
+        message = ""
+        assert isinstance(prepared.arguments["city"], str)
+    assert message == "" or message.startswith("Invalid arguments for tool '_typed'"), message
+
+
+class _Weird:
+    def __init__(self, shown: str | None) -> None:
+        self.shown = shown
+
+    def __str__(self) -> str:
+        if self.shown is None:
+            raise ValueError("cannot show")
+        return self.shown
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    value=st.one_of(
+        _json_values,
+        st.builds(_Weird, st.none() | st.text(max_size=5)),
+        st.sets(st.integers(), max_size=3),
+        st.tuples(st.integers(), st.text(max_size=3)),
+        st.integers(1, 50_000).map(lambda n: _nested(n)),
+    )
+)
+async def test_fuzzed_tool_results_become_results_the_model_reads(
+    server: ScriptedOpenAIServer, make_agent: AgentFactory, value: object
+) -> None:
+    """Whatever a tool returns, the model gets a result (its text, or an error it can read)
+    and the run goes on to its answer."""
+
+    @tool
+    def produce() -> object:
+        """Returns the fuzzed value."""
+        return value
+
+    server.add(tool_calls(call("produce", {})), text("answered"))
+    response = await make_agent(tool_registry=[produce]).send_message("go")
+    assert response.output == "answered"
+    assert [m["role"] for m in response.history] == ["user", "assistant", "tool", "assistant"]
+
+
+def _nested(depth: int) -> object:
+    value: Any = []
+    for _ in range(depth):
+        value = [value]
+    return value

@@ -95,8 +95,36 @@ def test_agentfsm_exports_exactly_the_public_names() -> None:
 
 def test_testing_exports_the_scripted_server() -> None:
     """The test helpers users rely on are public in ``agentfsm.testing``."""
-    for name in ("ScriptedOpenAIServer", "RecordedRequest", "text", "tool_calls", "call", "fault"):
+    for name in (
+        "ScriptedOpenAIServer",
+        "RecordedRequest",
+        "text",
+        "tool_calls",
+        "call",
+        "fault",
+        "RawFault",
+        "RawStreamFault",
+    ):
         assert name in agentfsm.testing.__all__
+
+
+def test_store_exports_the_stores_and_the_id_limit() -> None:
+    """``agentfsm.store`` names every store, its errors and the id rule's byte limit."""
+    import agentfsm.store
+
+    assert {
+        "Store",
+        "StoreError",
+        "ConcurrentUpdateError",
+        "MemoryStore",
+        "SQLiteStore",
+        "RedisStore",
+        "PostgresStore",
+        "RedisStopSignal",
+        "MAX_ID_BYTES",
+    } <= set(agentfsm.store.__all__)
+    assert agentfsm.store.MAX_ID_BYTES == 1024
+    assert agentfsm.store.StoreError is agentfsm.StoreError
 
 
 def test_phase_and_stop_reason_values_are_stable() -> None:
