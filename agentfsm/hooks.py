@@ -91,7 +91,12 @@ class StopFacts:
 
 @attrs.frozen(kw_only=True)
 class TransitionEvent(Event):
-    """``on_transition``: the conversation changed phase (``conversation`` is the new state)."""
+    """``on_transition``: the conversation changed phase.
+
+    Attributes:
+        record: the transition (from, to, reason, turn, time), as logged in the state.
+        conversation: the conversation after the transition (the new state).
+    """
 
     record: TransitionRecord
     conversation: Conversation
@@ -114,7 +119,13 @@ class TransitionEvent(Event):
 
 @attrs.frozen(kw_only=True)
 class BeforeRequestEvent(Event):
-    """``on_before_request``: a model request is about to be sent, exactly as sent."""
+    """``on_before_request``: a model request is about to be sent.
+
+    Attributes:
+        model: the primary model asked (a fallback reports through ``on_fallback``).
+        messages: the request's messages exactly as sent, system prompt first.
+        tools: the names of the tools offered.
+    """
 
     model: str
     messages: tuple[Mapping[str, Any], ...]
@@ -123,7 +134,15 @@ class BeforeRequestEvent(Event):
 
 @attrs.frozen(kw_only=True)
 class AfterRequestEvent(Event):
-    """``on_after_request``: a model request answered (``duration`` in seconds)."""
+    """``on_after_request``: a model request answered.
+
+    Attributes:
+        model: the model that answered (a fallback's, if the primary failed).
+        message: the answer, as it enters the conversation.
+        usage: its tokens (``usage.estimated`` when the server reported none).
+        finish_reason: why the model stopped (``"length"``: cut by the token limit).
+        duration: seconds from the first attempt to the answer, backoff included.
+    """
 
     model: str
     message: AssistantMessage
@@ -134,21 +153,36 @@ class AfterRequestEvent(Event):
 
 @attrs.frozen(kw_only=True)
 class TokenEvent(Event):
-    """``on_token_received``: a text delta arrived from a streaming model."""
+    """``on_token_received``: a text delta arrived from a streaming model.
+
+    Attributes:
+        delta: the new text, as the server sent it.
+    """
 
     delta: str
 
 
 @attrs.frozen(kw_only=True)
 class ToolCallEvent(Event):
-    """A stream event: the model asked for this tool call (its arguments are whole)."""
+    """A stream event: the model asked for this tool call.
+
+    Attributes:
+        call: the call, its arguments whole (the JSON string the model sent).
+    """
 
     call: ToolCall
 
 
 @attrs.frozen(kw_only=True)
 class ToolResultEvent(Event):
-    """A stream event: a tool call has its result (``is_error`` for failures and cancels)."""
+    """A stream event: a tool call has its result.
+
+    Attributes:
+        call_id: the call answered.
+        tool_name: the tool that ran.
+        content: the result as sent to the model.
+        is_error: the result reports a failure or a cancellation.
+    """
 
     call_id: str
     tool_name: str
@@ -158,7 +192,13 @@ class ToolResultEvent(Event):
 
 @attrs.frozen(kw_only=True)
 class FunctionCallStartEvent(Event):
-    """``on_function_call_start``: a tool call is about to run."""
+    """``on_function_call_start``: a tool call is about to run.
+
+    Attributes:
+        tool_name: the tool.
+        call_id: the call's id.
+        arguments: the validated arguments (injected ones not included).
+    """
 
     tool_name: str
     call_id: str
@@ -203,7 +243,13 @@ class FunctionCallErrorEvent(Event):
 
 @attrs.frozen(kw_only=True)
 class ContextOverflowEvent(Event):
-    """``on_context_overflow``: the context had to be cut short to fit, or could not fit."""
+    """``on_context_overflow``: the context had to be cut short to fit, or could not fit.
+
+    Attributes:
+        tokens_needed: tokens the request needs as decided (over ``limit`` if it cannot fit).
+        limit: ``max_context_length``.
+        truncated: what was cut short, e.g. ``"messages[3] cut to 200 tokens"``.
+    """
 
     tokens_needed: int
     limit: int
@@ -235,7 +281,11 @@ class MessageDroppedEvent(Event):
 
 @attrs.frozen(kw_only=True)
 class MaxTurnsReachedEvent(Event):
-    """``on_max_turns_reached``: the run stopped because it used ``max_turns`` model calls."""
+    """``on_max_turns_reached``: the run stopped because it used ``max_turns`` model calls.
+
+    Attributes:
+        max_turns: the agent's limit.
+    """
 
     max_turns: int
 
@@ -286,7 +336,13 @@ class RetryEvent(Event):
 
 @attrs.frozen(kw_only=True)
 class FallbackEvent(Event):
-    """``on_fallback``: ``from_model`` failed for good; the request goes to ``to_model``."""
+    """``on_fallback``: a model failed for good; the request goes to the next one.
+
+    Attributes:
+        from_model: the model that failed.
+        to_model: the model asked next.
+        error: the last failure of ``from_model``.
+    """
 
     from_model: str
     to_model: str
@@ -324,7 +380,11 @@ class BudgetExceededEvent(Event):
 
 @attrs.frozen(kw_only=True)
 class FinalResponseEvent(Event):
-    """``on_final_response``: a run finished (``done`` or ``stopped``); this is its response."""
+    """``on_final_response``: a run finished (``done`` or ``stopped``).
+
+    Attributes:
+        response: the run's response, the same ``send_message`` returns.
+    """
 
     response: AgentResponse
 
