@@ -10,11 +10,12 @@ import typing
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, TypeAlias, TypeGuard, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeGuard, overload
 
 import attrs
 import openai
 import structlog
+from typing_extensions import TypeVar
 
 from agentfsm import machine
 from agentfsm.budget import Budget, PricingLike, pricing_function
@@ -43,6 +44,7 @@ from agentfsm.messages import (
     history_from_openai,
     unanswered_results,
 )
+from agentfsm.output import FINAL_TOOL, OUTPUT_MODES, OutputPlan
 from agentfsm.providers.openai import OpenAIChatModel
 from agentfsm.response import AgentResponse
 from agentfsm.retry import RetryStrategy
@@ -62,7 +64,12 @@ __all__ = ["Agent", "UserInput"]
 
 log = structlog.get_logger(__name__)
 
-_AgentT = TypeVar("_AgentT", bound="Agent")
+_AgentT = TypeVar("_AgentT", bound="Agent[Any]")
+OutputT = TypeVar("OutputT", default=str)
+"""The type of an agent's answers (``output_type=``); ``str`` unless one is given."""
+T = TypeVar("T")
+
+_AGENT_OUTPUT: Any = object()  # send_message(output_type=...) not given: the agent's own
 
 UserInput: TypeAlias = (
     "str | Sequence[str | Mapping[str, Any] | ContentPart | Image | Audio | File]"
@@ -70,7 +77,7 @@ UserInput: TypeAlias = (
 """A user message: text, or a list of parts (text, ``Image``/``Audio``/``File``, part dicts)."""
 
 
-class Agent:
+class Agent(Generic[OutputT]):
     """An LLM agent over any OpenAI-compatible chat-completions server.
 
     The agent is configuration and code; the conversation it runs is a separate, serializable
@@ -116,6 +123,15 @@ class Agent:
             in USD, or a callable ``(model, usage) -> cost``.
         budget_control: ``{"max_budget_for_this_chat", "stop_on_budget_exceeded"?,
             "reserved_budget"?}`` (needs ``pricing``).
+        output_type: the type of the final answer: ``str`` (the default: text), an attrs
+            class, a dataclass, a TypedDict, a pydantic model, an Enum/Literal, or a container
+            of those. ``response.output`` is then the validated value; an answer that does
+            not validate is sent back to the model with its errors (``max_output_retries``
+            times), then the run stops with ``invalid_output``.
+        output_mode: how the answer is asked for: ``"json_schema"`` (``response_format``,
+            the server enforces the schema; OpenAI, Azure, vLLM, recent llama.cpp / Ollama)
+            or ``"tool"`` (a ``final_result`` tool the model calls; any server with tools).
+        max_output_retries: repair messages per run for answers that do not validate.
         store: where conversations live between requests (``agentfsm.store``): with one,
             ``send_message`` loads the chat by ``chat_id``, and the conversation is saved
             after every transition (compare-and-set on its version).
@@ -130,7 +146,7 @@ class Agent:
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Agent:
         check_arguments(cls, args, kwargs)
-        return super().__new__(cls)
+        return object.__new__(cls)  # type: ignore[arg-type]  # mypy binds Self to the default
 
     def __init__(
         self,
@@ -168,6 +184,9 @@ class Agent:
         fallback_models: Sequence[Mapping[str, Any]] | None = None,
         pricing: PricingLike | None = None,
         budget_control: Budget | Mapping[str, Any] | None = None,
+        output_type: type[OutputT] | None = None,
+        output_mode: str = "json_schema",
+        max_output_retries: int = 1,
         store: Store | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -236,8 +255,29 @@ class Agent:
             "budget_control needs pricing=... (USD per million tokens, or a callable): "
             "without prices no cost can be counted against the budget",
         )
+        require(
+            isinstance(max_output_retries, int)
+            and not isinstance(max_output_retries, bool)
+            and max_output_retries >= 0,
+            f"max_output_retries must be an integer >= 0, got {max_output_retries!r}",
+        )
         self.limits = machine.Limits(
-            max_turns=max_turns, max_function_calls=max_function_calls, budget=budget
+            max_turns=max_turns,
+            max_function_calls=max_function_calls,
+            budget=budget,
+            max_output_retries=max_output_retries,
+        )
+        require(
+            output_mode in OUTPUT_MODES,
+            f"output_mode must be 'json_schema' or 'tool', got {output_mode!r}",
+        )
+        self.output_mode = output_mode
+        self._plans_by_type: dict[Any, OutputPlan | None] = {}
+        self._plans_by_name: dict[str, OutputPlan] = {}
+        self._output_plan = self._plan(output_type)
+        require(
+            output_mode != "tool" or all(t.name != FINAL_TOOL for t in self.tools),
+            f"a tool named {FINAL_TOOL!r} clashes with output_mode='tool', which adds its own",
         )
         require(
             summary_model is None or (isinstance(summary_model, str) and summary_model != ""),
@@ -317,12 +357,14 @@ class Agent:
         chat_id: str | None = None,
         conversation: Conversation | None = None,
         budget_control: Budget | Mapping[str, Any] | None = None,
+        output_type: Any = _AGENT_OUTPUT,
     ) -> Conversation:
         """A conversation in ``trimming_context`` with ``message`` as its newest user message.
 
         Either a new conversation (from ``history`` in OpenAI chat format, if given) or the
         next run of a finished ``conversation``. Fires no hooks and sends nothing.
-        ``budget_control`` replaces the agent's budget for this run (it is kept in the state).
+        ``budget_control`` replaces the agent's budget for this run (it is kept in the state);
+        ``output_type`` replaces the agent's output type for this run (its schema is kept).
 
         Raises:
             InvalidHistoryError: ``history`` is malformed (the error names the path).
@@ -340,6 +382,8 @@ class Agent:
                 "history= takes a list of OpenAI chat-format message dicts; to continue a "
                 "Conversation pass it as conversation=..."
             )
+        plan = self._plan(output_type)
+        spec = plan.spec if plan is not None else None
         budget = None if budget_control is None else Budget.from_value(budget_control)
         if budget is not None and not self.wiring.priced:
             raise InvalidInputError("budget_control needs the agent to have pricing=...")
@@ -358,6 +402,7 @@ class Agent:
                 messages=(*earlier, user_message),
                 run_start=len(earlier),
                 budget=budget,
+                output_spec=spec,
             )
         if history is not None:
             raise InvalidInputError(
@@ -392,6 +437,8 @@ class Agent:
             run_cost=Decimal(0),
             budget=budget,
             error=None,
+            output_spec=spec,
+            output_retries=0,
         )
 
     async def step(self, conversation: Conversation, *, debug_print: bool = False) -> Conversation:
@@ -413,7 +460,31 @@ class Agent:
         events = _Emitter(
             wiring.hooks, wiring.clock, self.name, conversation, debug=debug_print, sink=sink
         )
-        return Step(wiring, conversation, events)
+        return Step(wiring, conversation, events, self._plan_for(conversation))
+
+    def _plan(self, output_type: Any) -> OutputPlan | None:
+        """The output plan of ``output_type`` (built once per type), or the agent's own."""
+        if output_type is _AGENT_OUTPUT:
+            return self._output_plan
+        try:
+            return self._plans_by_type[output_type]
+        except KeyError:
+            pass
+        except TypeError:  # an unhashable annotation: built each time
+            return OutputPlan.for_type(output_type, self.output_mode)
+        plan = OutputPlan.for_type(output_type, self.output_mode)
+        self._plans_by_type[output_type] = plan
+        if plan is not None:
+            self._plans_by_name.setdefault(plan.spec.name, plan)
+        return plan
+
+    def _plan_for(self, conversation: Conversation) -> OutputPlan | None:
+        """The plan of a conversation's run: from its stored spec, with the Python type when
+        this agent knows one that asks for the same thing."""
+        spec = conversation.output_spec
+        if spec is None:
+            return None
+        return OutputPlan.resumed(spec, self._plans_by_name.get(spec.name))
 
     async def _step(
         self, conversation: Conversation, debug_print: bool, sink: EventSink | None
@@ -523,9 +594,53 @@ class Agent:
             pass
         return last
 
-    def response(self, conversation: Conversation) -> AgentResponse:
-        """The :class:`AgentResponse` of a finished run."""
-        return AgentResponse.from_conversation(conversation)
+    def response(
+        self, conversation: Conversation, output_type: Any = _AGENT_OUTPUT
+    ) -> AgentResponse[Any]:
+        """The :class:`AgentResponse` of a finished run; with an output type, ``output`` is
+        its final answer as a value of that type (``None`` if the run ended without a valid
+        one), ``output_text`` the answer's raw text."""
+        plan = (
+            self._plan_for(conversation)
+            if output_type is _AGENT_OUTPUT
+            else self._plan(output_type)
+        )
+        if plan is None or conversation.output_spec is None:
+            return AgentResponse.from_conversation(conversation)
+        return AgentResponse.from_conversation(
+            conversation,
+            output=plan.value(conversation),
+            output_text=plan.answer_text(conversation) or "",
+        )
+
+    @overload
+    async def send_message(
+        self,
+        message: UserInput,
+        history: Iterable[Mapping[str, Any]] | None = None,
+        *,
+        user_id: str | None = None,
+        chat_id: str | None = None,
+        conversation: Conversation | None = None,
+        debug_print: bool = False,
+        budget_control: Budget | Mapping[str, Any] | None = None,
+        raise_on_error: bool = False,
+    ) -> AgentResponse[OutputT]: ...
+
+    @overload
+    async def send_message(
+        self,
+        message: UserInput,
+        history: Iterable[Mapping[str, Any]] | None = None,
+        *,
+        user_id: str | None = None,
+        chat_id: str | None = None,
+        conversation: Conversation | None = None,
+        debug_print: bool = False,
+        budget_control: Budget | Mapping[str, Any] | None = None,
+        raise_on_error: bool = False,
+        output_type: type[T],
+    ) -> AgentResponse[T]: ...
 
     async def send_message(
         self,
@@ -538,7 +653,8 @@ class Agent:
         debug_print: bool = False,
         budget_control: Budget | Mapping[str, Any] | None = None,
         raise_on_error: bool = False,
-    ) -> AgentResponse:
+        output_type: Any = _AGENT_OUTPUT,
+    ) -> AgentResponse[Any]:
         """Run one user message to the end: ``start``, then every step, then ``response``.
 
         Normal endings (a stop, max turns, a budget, a failed request) are not exceptions:
@@ -550,6 +666,9 @@ class Agent:
             raise_on_error: raise :class:`ModelRequestError` (with the conversation attached)
                 when a model request fails for good, instead of returning a response with
                 ``stop_reason = error``.
+            output_type: the type of this run's answer, instead of the agent's own
+                (``response.output`` is then a value of it; see ``output_type=`` on the
+                agent).
         """
         conv = await self._begin(
             message,
@@ -558,6 +677,7 @@ class Agent:
             chat_id=chat_id,
             conversation=conversation,
             budget_control=budget_control,
+            output_type=output_type,
         )
         conv = await self._run_started(conv, debug_print, None)
         if raise_on_error and conv.stop_reason is StopReason.ERROR and conv.error is not None:
@@ -573,6 +693,7 @@ class Agent:
         chat_id: str | None,
         conversation: Conversation | None,
         budget_control: Budget | Mapping[str, Any] | None,
+        output_type: Any = _AGENT_OUTPUT,
     ) -> Conversation:
         """``start``, reading the chat from the store first and saving the new run there.
 
@@ -609,6 +730,7 @@ class Agent:
             chat_id=chat_id,
             conversation=stored if stored is not None else conversation,
             budget_control=budget_control,
+            output_type=output_type,
         )
         signal = self.wiring.stop_signal
         clear = getattr(signal.func, "clear", None) if signal is not None else None

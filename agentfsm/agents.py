@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncGenerator, Iterable, Mapping
 from typing import Any
 
-from agentfsm.agent import Agent, UserInput
+from agentfsm.agent import _AGENT_OUTPUT, Agent, OutputT, UserInput
 from agentfsm.budget import Budget
 from agentfsm.hooks import (
     Event,
@@ -31,7 +31,7 @@ StreamEvent = TokenEvent | ToolCallEvent | ToolResultEvent | TransitionEvent | F
 _END = object()
 
 
-class AsyncOpenAISimpleAgent(Agent):
+class AsyncOpenAISimpleAgent(Agent[OutputT]):
     """An agent that sends plain (non-streaming) chat-completions requests.
 
     Example:
@@ -45,7 +45,7 @@ class AsyncOpenAISimpleAgent(Agent):
     """
 
 
-class AsyncOpenAIStreamingAgent(Agent):
+class AsyncOpenAIStreamingAgent(Agent[OutputT]):
     """An agent whose model requests stream: tokens arrive as the model writes them.
 
     ``send_message`` works as for the simple agent (it streams inside and fires
@@ -87,6 +87,7 @@ class AsyncOpenAIStreamingAgent(Agent):
         conversation: Conversation | None = None,
         debug_print: bool = False,
         budget_control: Budget | Mapping[str, Any] | None = None,
+        output_type: Any = _AGENT_OUTPUT,
     ) -> AsyncGenerator[StreamEvent, None]:
         """Run one user message, yielding its events as they happen.
 
@@ -95,7 +96,8 @@ class AsyncOpenAIStreamingAgent(Agent):
         ``FinalResponseEvent`` carrying the same ``AgentResponse`` as ``send_message``.
 
         Breaking out of the loop (or ``aclose()``) stops the run cleanly: it ends in
-        ``stopped`` / ``user_stop`` and no task or connection is left behind.
+        ``stopped`` / ``user_stop`` and no task or connection is left behind. With an
+        ``output_type`` the text streams as it comes and is validated at the end.
         """
         conv = await self._begin(
             message,
@@ -104,6 +106,7 @@ class AsyncOpenAIStreamingAgent(Agent):
             chat_id=chat_id,
             conversation=conversation,
             budget_control=budget_control,
+            output_type=output_type,
         )
         queue: asyncio.Queue[Any] = asyncio.Queue(self.stream_buffer)
         closed = False
@@ -149,7 +152,7 @@ class AsyncOpenAIStreamingAgent(Agent):
                 await asyncio.shield(asyncio.gather(task, return_exceptions=True))
 
 
-class AsyncOpenAIMultimodalAgent(AsyncOpenAIStreamingAgent):
+class AsyncOpenAIMultimodalAgent(AsyncOpenAIStreamingAgent[OutputT]):
     """An agent for messages with images, audio and files next to text.
 
     ``send_message`` / ``stream_message`` take a list of parts: text (``str``),

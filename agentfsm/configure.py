@@ -167,6 +167,8 @@ def check_base_url(url: str, what: str = "base_url") -> None:
         raise ConfigurationError(
             f"{what} {url!r} is not a valid URL ({error}); {example}"
         ) from None
+    if "://" not in url:
+        raise ConfigurationError(f"{what} {url!r} must start with http:// or https://; {example}")
     if parts.scheme not in ("http", "https"):
         raise ConfigurationError(
             f"{what} {url!r} must start with http:// or https:// "

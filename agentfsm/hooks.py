@@ -34,6 +34,7 @@ __all__ = [
     "FunctionCallErrorEvent",
     "FunctionCallStartEvent",
     "Hook",
+    "InvalidOutputEvent",
     "ManualStopEvent",
     "MaxTurnsReachedEvent",
     "MessageDroppedEvent",
@@ -79,6 +80,7 @@ class StopFacts:
             ``"cancelled"`` (the caller's task was cancelled).
         max_turns: the agent's ``max_turns``.
         budget: the run's budget, if any.
+        errors: what was wrong with an answer that did not match the output type.
     """
 
     conversation: Conversation
@@ -87,6 +89,7 @@ class StopFacts:
     source: str = "request_stop"
     max_turns: int = 0
     budget: Budget | None = None
+    errors: tuple[str, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -379,6 +382,48 @@ class BudgetExceededEvent(Event):
 
 
 @attrs.frozen(kw_only=True)
+class InvalidOutputEvent(Event):
+    """``on_invalid_output``: a final answer did not match the run's output type.
+
+    Attributes:
+        errors: what was wrong, one ``"path: message"`` each (what the model is told).
+        attempt: repairs already sent in this run before this answer.
+        stopped: the run stopped with ``invalid_output`` (no repair left); otherwise the
+            errors went back to the model and it answers again.
+        text: the answer as the model wrote it (the final-answer tool's arguments in tool
+            mode).
+    """
+
+    errors: tuple[str, ...]
+    attempt: int
+    stopped: bool
+    text: str
+
+    @classmethod
+    def from_stop(cls, fields: Mapping[str, Any], facts: StopFacts) -> InvalidOutputEvent:
+        """The event of an answer rejected by the output type (repaired, or the run stops)."""
+        conversation = facts.conversation
+        answer = _last_answer(conversation)
+        return cls(
+            **fields,
+            errors=facts.errors,
+            attempt=conversation.output_retries - (0 if facts.stopped else 1),
+            stopped=facts.stopped,
+            text=answer,
+        )
+
+
+def _last_answer(conversation: Conversation) -> str:
+    """The newest assistant answer's text, or its final-answer tool arguments."""
+    for message in reversed(conversation.messages):
+        if isinstance(message, AssistantMessage):
+            if message.tool_calls:
+                return message.tool_calls[-1].arguments
+            return message.content or ""
+    return ""
+
+
+@attrs.frozen(kw_only=True)
 class FinalResponseEvent(Event):
     """``on_final_response``: a run finished (``done`` or ``stopped``).
 
@@ -405,6 +450,7 @@ HOOK_EVENTS: Mapping[str, type[Event]] = {
     "on_retry": RetryEvent,
     "on_fallback": FallbackEvent,
     "on_budget_exceeded": BudgetExceededEvent,
+    "on_invalid_output": InvalidOutputEvent,
 }
 
 Hook = Callable[[Any], Any]

@@ -45,6 +45,8 @@ __all__ = [
     "Limits",
     "NewMessage",
     "Outcome",
+    "OutputInvalid",
+    "OutputRepair",
     "RequestFailed",
     "Runtime",
     "ToolCallsRequested",
@@ -138,6 +140,26 @@ class GuardTripped(Outcome):
 
 
 @attrs.frozen
+class OutputRepair(Outcome):
+    """The answer did not match the run's output type: the errors go back to the model in a
+    repair message, and the run asks again."""
+
+    reason = "output_repair"
+    hook = "on_invalid_output"
+    errors: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class OutputInvalid(Outcome):
+    """The answer did not match the run's output type, and no repair is left."""
+
+    reason = "invalid_output"
+    stop_reason = StopReason.INVALID_OUTPUT
+    hook = "on_invalid_output"
+    errors: tuple[str, ...] = ()
+
+
+@attrs.frozen
 class NewMessage(Outcome):
     """A new user message starts the next run of a finished conversation (``NEW_RUN``)."""
 
@@ -154,6 +176,7 @@ class Limits:
     max_turns: int = 10
     max_function_calls: int | None = None
     budget: Budget | None = None
+    max_output_retries: int = 1
 
     def budget_of(self, conv: Conversation) -> Budget | None:
         """The budget of ``conv``'s run: its own (given per call) or the agent's."""
@@ -275,10 +298,22 @@ class Runtime(Protocol):
 
 @attrs.frozen
 class Answer:
-    """A model request answered: the message, and the record of the request."""
+    """A model request answered: the message, and the record of the request.
+
+    With an output type (``conversation.output_spec``) the runtime has checked the answer:
+
+    Attributes:
+        rejected: why a final answer does not match the output type (``None``: it does, or
+            this is not a final answer).
+        repair: the messages that send ``rejected`` back to the model.
+        closing: the messages that close an accepted answer (the final-answer tool's result).
+    """
 
     message: AssistantMessage
     record: RequestRecord
+    rejected: tuple[str, ...] | None = None
+    repair: tuple[Message, ...] = ()
+    closing: tuple[Message, ...] = ()
 
 
 Action = Callable[[Runtime, Conversation], Awaitable[tuple[Conversation, Outcome]]]
@@ -304,6 +339,18 @@ async def _request_model(rt: Runtime, conv: Conversation) -> tuple[Conversation,
     )
     if reply.message.interrupted:  # a stop cut a streamed answer: its text is kept above
         return conv, Interrupted()
+    if reply.rejected is not None:  # a final answer that does not match the output type
+        if conv.output_retries < rt.limits.max_output_retries:
+            conv = attrs.evolve(
+                conv,
+                messages=(*conv.messages, *reply.repair),
+                output_retries=conv.output_retries + 1,
+            )
+            return conv, OutputRepair(reply.rejected)
+        error = ErrorInfo(type="InvalidOutput", message="; ".join(reply.rejected))
+        return attrs.evolve(conv, error=error), OutputInvalid(reply.rejected)
+    if reply.closing:  # the final-answer tool was called with a valid answer
+        return attrs.evolve(conv, messages=(*conv.messages, *reply.closing)), FinalAnswer()
     return conv, ToolCallsRequested() if reply.message.tool_calls else FinalAnswer()
 
 
@@ -333,6 +380,8 @@ EDGES: Mapping[tuple[Phase, type[Outcome]], Phase] = {
     (Phase.AWAITING_MODEL, ToolCallsRequested): Phase.EXECUTING_TOOLS,
     (Phase.AWAITING_MODEL, FinalAnswer): Phase.DONE,
     (Phase.AWAITING_MODEL, RequestFailed): Phase.STOPPED,
+    (Phase.AWAITING_MODEL, OutputRepair): Phase.TRIMMING_CONTEXT,
+    (Phase.AWAITING_MODEL, OutputInvalid): Phase.STOPPED,
     (Phase.AWAITING_MODEL, Interrupted): Phase.STOPPED,
     (Phase.AWAITING_MODEL, GuardTripped): Phase.STOPPED,
     (Phase.EXECUTING_TOOLS, ToolsFinished): Phase.TRIMMING_CONTEXT,

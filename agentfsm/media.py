@@ -141,8 +141,9 @@ class Image:
 
     Attributes:
         url: an ``http(s)`` URL, or a ``data:<mime>;base64,…`` URL holding the image.
-        detail: ``"low"`` (a 512 px thumbnail, 85 tokens), ``"high"``, or ``"auto"`` (the
-            server chooses). Sent only when it is not ``"auto"``.
+        detail: ``"low"`` (a 512 px thumbnail: 85 tokens on gpt-4o, more on some models),
+            ``"high"``, or ``"auto"`` (the server chooses). Sent only when it is not
+            ``"auto"``.
         mime: the image type, for inline data (None for remote URLs).
         width: the width in pixels, read from the header of inline data.
         height: the height in pixels, read from the header of inline data.

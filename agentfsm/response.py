@@ -3,22 +3,32 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from typing import Any, Generic
 
 import attrs
+from typing_extensions import TypeVar
 
+from agentfsm.errors import InvalidInputError
 from agentfsm.messages import AssistantMessage, UserMessage, messages_to_openai
 from agentfsm.state import Conversation, ErrorInfo, RequestRecord, StopReason, Usage
 
 __all__ = ["AgentResponse"]
 
+OutputT = TypeVar("OutputT", default=str)
+
+_TEXT: Any = object()  # from_conversation(output=...) not given: the text
+
 
 @attrs.frozen(kw_only=True)
-class AgentResponse:
-    """The result of one run.
+class AgentResponse(Generic[OutputT]):
+    """The result of one run; generic in the type of its output (``str`` by default).
 
     Attributes:
-        output: the final assistant text ("" when the run ended without one).
+        output: the final answer: its text ("" when the run ended without one), or with an
+            ``output_type`` the validated value of that type (``None`` when the run ended
+            without a valid one: read ``stop_reason``).
+        output_text: the final answer's raw text, always (with ``output_mode="tool"``, the
+            final-answer tool's JSON arguments).
         stop_reason: why the run ended.
         history: every message of the conversation in OpenAI chat format, tool calls and
             results included, the agent's system prompt excluded; pass it back as
@@ -37,7 +47,7 @@ class AgentResponse:
             answer, not a full one). ``None`` when no answer came or the server did not say.
     """
 
-    output: str
+    output: OutputT
     stop_reason: StopReason
     history: list[dict[str, Any]]
     history_without_function_calls: list[dict[str, Any]]
@@ -52,18 +62,28 @@ class AgentResponse:
     requests: tuple[RequestRecord, ...]
     conversation: Conversation
     finish_reason: str | None = None
+    output_text: str = ""
 
     @classmethod
-    def from_conversation(cls, conversation: Conversation) -> AgentResponse:
-        """The response of ``conversation``'s current run (which must have finished)."""
+    def from_conversation(
+        cls, conversation: Conversation, *, output: Any = _TEXT, output_text: str | None = None
+    ) -> AgentResponse[Any]:
+        """The response of ``conversation``'s current run (which must have finished).
+
+        ``output`` / ``output_text`` are the typed answer and its raw text when the run had
+        an output type; without them, both are the final assistant text.
+        """
         if conversation.stop_reason is None:
-            raise ValueError(
+            raise InvalidInputError(
                 f"conversation {conversation.chat_id!r} is in {conversation.phase.value}: "
                 "its run has not finished"
             )
         last = conversation.last_assistant
-        return cls(
-            output=conversation.output,
+        text = conversation.output
+        build: Any = cls  # the output's type is the caller's to state
+        return build(  # type: ignore[no-any-return]
+            output=text if output is _TEXT else output,
+            output_text=text if output_text is None else output_text,
             stop_reason=conversation.stop_reason,
             history=messages_to_openai(conversation.messages),
             history_without_function_calls=[
@@ -91,7 +111,8 @@ class AgentResponse:
         from agentfsm.serde import unstructure  # cattrs loads when something is serialized
 
         return {
-            "output": self.output,
+            "output": _jsonable(self.output),
+            "output_text": self.output_text,
             "stop_reason": self.stop_reason.value,
             "history": self.history,
             "history_without_function_calls": self.history_without_function_calls,
@@ -107,3 +128,15 @@ class AgentResponse:
             "requests": unstructure(self.requests),
             "conversation": unstructure(self.conversation),
         }
+
+
+def _jsonable(value: Any) -> Any:
+    """A typed output as JSON-ready data (attrs classes, dataclasses, pydantic models, enums,
+    datetimes…)."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if attrs.has(type(value)):
+        value = attrs.asdict(value, recurse=True)
+    from pydantic_core import to_jsonable_python  # comes with pydantic, which openai needs
+
+    return to_jsonable_python(value, fallback=str)

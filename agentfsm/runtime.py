@@ -8,7 +8,7 @@ partial results (a cut stream, a cancelled batch) travel as return values.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -34,6 +34,7 @@ from agentfsm.hooks import (
     _Emitter,
 )
 from agentfsm.messages import Message, ToolCall
+from agentfsm.output import OutputPlan
 from agentfsm.providers.openai import REQUEST_ERRORS, ModelReply, StreamBuffer, error_info
 from agentfsm.response import AgentResponse
 from agentfsm.retry import classify
@@ -71,11 +72,18 @@ class Step:
     go. Its only state is the stop watch (which source said stop, once one has).
     """
 
-    __slots__ = ("chat_id", "events", "limits", "user_id", "watch", "wiring")
+    __slots__ = ("chat_id", "events", "limits", "plan", "user_id", "watch", "wiring")
 
-    def __init__(self, wiring: Wiring, conversation: Conversation, events: _Emitter) -> None:
+    def __init__(
+        self,
+        wiring: Wiring,
+        conversation: Conversation,
+        events: _Emitter,
+        plan: OutputPlan | None = None,
+    ) -> None:
         self.wiring = wiring
         self.events = events
+        self.plan = plan
         self.limits = wiring.limits
         self.chat_id = conversation.chat_id
         self.user_id = conversation.user_id
@@ -216,8 +224,11 @@ class Step:
         or ``STOPPED``. A stop that cut a stream after text arrived returns that text as an
         answer marked ``interrupted`` (the machine then stops the run and keeps it).
         """
-        wiring, events = self.wiring, self.events
+        wiring, events, plan = self.wiring, self.events, self.plan
         messages = wiring.request_messages(conversation)
+        tools, params = wiring.tool_schemas, {}
+        if plan is not None:  # the output type is asked for by response_format or a tool
+            tools, params = (*tools, *plan.tools()), plan.request_params()
         if events.wants("on_before_request"):
             await events.emit(
                 "on_before_request",
@@ -225,11 +236,11 @@ class Step:
                     **events.fields(conversation.turn),
                     model=wiring.model,
                     messages=tuple(messages),
-                    tools=tuple(t.name for t in wiring.tools),
+                    tools=tuple(t["function"]["name"] for t in tools if "function" in t),
                 ),
             )
         began = wiring.clock()
-        result = await self._call_models(messages, conversation.turn)
+        result = await self._call_models(messages, conversation.turn, tools, params)
         if isinstance(result, (ErrorInfo, _Stopped)):
             return result
         answered = wiring.clock()
@@ -256,7 +267,16 @@ class Step:
         if events.streaming:
             for call in message.tool_calls:
                 await events.stream(ToolCallEvent(**events.fields(turn), call=call))
-        return machine.Answer(message, record)
+        verdict = plan.check(message) if plan is not None and not message.interrupted else None
+        if verdict is None:
+            return machine.Answer(message, record)
+        return machine.Answer(
+            message,
+            record,
+            rejected=verdict.rejected,
+            repair=verdict.repair,
+            closing=verdict.closing,
+        )
 
     def _record(
         self,
@@ -299,7 +319,11 @@ class Step:
         )
 
     async def _call_models(
-        self, messages: list[dict[str, Any]], turn: int
+        self,
+        messages: list[dict[str, Any]],
+        turn: int,
+        tools: Sequence[Mapping[str, Any]],
+        params: Mapping[str, Any],
     ) -> _Answered | ErrorInfo | _Stopped:
         """The request sent to each model in turn, each with its retries, until one answers.
 
@@ -319,7 +343,9 @@ class Step:
                 attempt += 1
                 buffer = StreamBuffer() if wiring.streaming else None
                 try:
-                    reply = await self.watch.run(self._attempt(slot, messages, buffer, turn))
+                    reply = await self.watch.run(
+                        self._attempt(slot, messages, buffer, turn, tools, params)
+                    )
                 except REQUEST_ERRORS as error:
                     info = error_info(error, slot.model.model)
                     error_class = classify(error)
@@ -357,11 +383,12 @@ class Step:
         messages: list[dict[str, Any]],
         buffer: StreamBuffer | None,
         turn: int,
+        tools: Sequence[Mapping[str, Any]],
+        params: Mapping[str, Any],
     ) -> ModelReply:
         """One attempt at ``slot``'s model: a plain request, or a stream into ``buffer``."""
-        tools = self.wiring.tool_schemas
         if buffer is None:
-            return await slot.model.complete(messages, tools)
+            return await slot.model.complete(messages, tools, params)
         events = self.events
         wants_tokens = events.streaming or events.wants("on_token_received")
 
@@ -371,7 +398,7 @@ class Step:
                 await events.emit("on_token_received", event)
                 await events.stream(event)
 
-        return await slot.model.stream(messages, tools, buffer, on_text)
+        return await slot.model.stream(messages, tools, buffer, on_text, params)
 
     async def _retrying(
         self,
@@ -467,7 +494,12 @@ class Step:
         if outcome.hook is not None:
             source = outcome.source if isinstance(outcome, machine.Interrupted) else None
             await self._fire_stop_hook(
-                outcome.hook, conversation, record.from_phase, source, stopped=True
+                outcome.hook,
+                conversation,
+                record.from_phase,
+                source,
+                stopped=record.to_phase.terminal,
+                errors=getattr(outcome, "errors", ()),
             )
         if conversation.finished and self.events.wants("on_final_response"):
             await self.events.emit(
@@ -496,6 +528,7 @@ class Step:
         source: str | None,
         *,
         stopped: bool,
+        errors: tuple[str, ...] = (),
     ) -> None:
         """Fire ``hook`` with the event its class builds from the stop's facts."""
         if not self.events.wants(hook):
@@ -507,6 +540,7 @@ class Step:
             source=source or self.watch.source or "request_stop",
             max_turns=self.limits.max_turns,
             budget=self.limits.budget_of(conversation),
+            errors=errors,
         )
         event: Event = HOOK_EVENTS[hook].from_stop(  # type: ignore[attr-defined]
             self.events.fields(conversation.turn), facts

@@ -40,7 +40,7 @@ from agentfsm.messages import (
     UserMessage,
     part_from_openai,
 )
-from agentfsm.state import SCHEMA_VERSION, Conversation
+from agentfsm.state import SCHEMA_VERSION, Conversation, Phase, StopReason
 
 __all__ = ["dumps", "loads", "structure", "unstructure"]
 
@@ -446,6 +446,16 @@ def _log_problem(conv: Conversation) -> tuple[str, str] | None:
             f"version {conv.version} is below the {len(log)} transitions that each raised it",
             "$.version",
         )
+    if conv.phase.terminal and conv.stop_reason is None:
+        return f"a {conv.phase.value} run needs a stop_reason", "$.stop_reason"
+    if not conv.phase.terminal and conv.stop_reason is not None:
+        return (
+            f"a running conversation ({conv.phase.value}) has no stop_reason yet, got "
+            f"{conv.stop_reason.value}",
+            "$.stop_reason",
+        )
+    if conv.phase is Phase.DONE and conv.stop_reason is not StopReason.RESPONSE:
+        return f"a done run ends with stop_reason response, not {conv.stop_reason}", "$.stop_reason"
     return None
 
 

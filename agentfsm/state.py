@@ -18,6 +18,7 @@ __all__ = [
     "ContextWindow",
     "Conversation",
     "ErrorInfo",
+    "OutputSpec",
     "Phase",
     "RequestRecord",
     "StopReason",
@@ -56,6 +57,7 @@ class StopReason(str, enum.Enum):
     MAX_FUNCTION_CALLS = "max_function_calls"
     CONTEXT_OVERFLOW = "context_overflow"
     ERROR = "error"
+    INVALID_OUTPUT = "invalid_output"
 
     def __str__(self) -> str:
         return self.value
@@ -125,6 +127,27 @@ class ContextWindow:
     size: int = 0
 
 
+@attrs.frozen(kw_only=True)
+class OutputSpec:
+    """What a run's final answer must be (``output_type=``), as data: stored with the
+    conversation so a resumed run asks for the same thing (the Python class is not stored;
+    the agent that resumes supplies it).
+
+    Attributes:
+        name: the type's name as sent to the model (``Weather``, ``list_Weather``).
+        json_schema: the JSON Schema the answer must match (the root object sent).
+        mode: ``"json_schema"`` (``response_format``) or ``"tool"`` (a final-answer tool).
+        strict: the schema is in OpenAI's strict form (the server enforces it).
+        wrapped: the type is not an object: the answer is ``{"result": <value>}``.
+    """
+
+    name: str
+    json_schema: Mapping[str, Any]
+    mode: str = "json_schema"
+    strict: bool = False
+    wrapped: bool = False
+
+
 @attrs.frozen
 class TransitionRecord:
     """One phase change.
@@ -178,6 +201,9 @@ class Conversation:
         version: bumped on every transition (optimistic concurrency for stores).
         schema_version: the layout of this data, for migrations.
         metadata: the caller's own JSON-ready data, carried along untouched.
+        output_spec: what the current run's final answer must be (``None``: any text).
+        output_retries: repair messages sent in the current run for answers that did not
+            match ``output_spec``.
     """
 
     chat_id: str
@@ -204,6 +230,8 @@ class Conversation:
     version: int = 0
     schema_version: int = SCHEMA_VERSION
     metadata: Mapping[str, Any] = attrs.field(factory=dict)
+    output_spec: OutputSpec | None = None
+    output_retries: int = 0
 
     @property
     def finished(self) -> bool:

@@ -472,3 +472,25 @@ def test_random_fields_load_or_raise_ours(fields: dict[str, Any]) -> None:
 def test_random_bytes_and_text_load_or_raise_ours(payload: bytes | str) -> None:
     """Bytes and text that are not JSON at all: a SerializationError."""
     _only_ours(payload)
+
+
+@pytest.mark.parametrize(
+    ("phase", "stop_reason", "says"),
+    [
+        ("stopped", None, "a stopped run needs a stop_reason"),
+        ("awaiting_model", "response", "has no stop_reason yet"),
+        ("done", "max_turns", "a done run ends with stop_reason response"),
+    ],
+)
+def test_a_stop_reason_that_contradicts_the_phase_is_refused(
+    phase: str, stop_reason: str | None, says: str
+) -> None:
+    """``phase`` and ``stop_reason`` agree: a finished run has one, a running run has none."""
+    from agentfsm import SerializationError, dumps, loads
+    from agentfsm.state import Conversation
+
+    data = json.loads(dumps(Conversation(chat_id="c")))
+    data.update(phase=phase, stop_reason=stop_reason)
+    with pytest.raises(SerializationError, match=says) as caught:
+        loads(data)
+    assert "$.stop_reason" in str(caught.value)

@@ -9,6 +9,8 @@ import agentfsm
 import agentfsm.testing
 
 PUBLIC = {
+    "OutputSpec",
+    "InvalidOutputEvent",
     "StoreError",
     "MalformedReplyError",
     "MachineDefinitionError",
@@ -144,6 +146,7 @@ def test_phase_and_stop_reason_values_are_stable() -> None:
         "max_function_calls",
         "context_overflow",
         "error",
+        "invalid_output",
     }
 
 

@@ -176,7 +176,13 @@ def _conversations(draw: st.DrawFn) -> Conversation:
         requests=tuple(requests),
         run_request_start=draw(st.integers(0, len(requests))),
         cost=sum((r.cost for r in requests), Decimal(0)),
-        stop_reason=draw(st.none() | st.sampled_from(StopReason)),
+        stop_reason=(
+            None
+            if not phase.terminal
+            else StopReason.RESPONSE
+            if phase is Phase.DONE
+            else draw(st.sampled_from([r for r in StopReason if r is not StopReason.RESPONSE]))
+        ),
         error=draw(
             st.none() | st.builds(ErrorInfo, _ids, _text, st.none() | st.integers(400, 599))
         ),
@@ -231,6 +237,7 @@ def test_golden_v1_payload_still_loads() -> None:
     for message in expected["messages"]:
         if message["role"] == "assistant":
             message["finish_reason"] = None
+    expected.update(output_spec=None, output_retries=0)
     assert json.loads(dumps(conversation)) == expected
 
 

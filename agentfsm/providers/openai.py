@@ -157,6 +157,7 @@ class OpenAIChatModel:
         tools: Sequence[Mapping[str, Any]],
         buffer: StreamBuffer,
         on_text: TokenSink,
+        params: Mapping[str, Any] | None = None,
     ) -> ModelReply:
         """Send one streaming request, passing each text delta to ``on_text`` as it arrives.
 
@@ -173,6 +174,7 @@ class OpenAIChatModel:
             "messages": messages,
             "stream": True,
             **self.params,
+            **(params or {}),
         }
         if tools:
             kwargs["tools"] = tools
@@ -224,15 +226,24 @@ class OpenAIChatModel:
         return buffer.reply(self.model)
 
     async def complete(
-        self, messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]]
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        tools: Sequence[Mapping[str, Any]],
+        params: Mapping[str, Any] | None = None,
     ) -> ModelReply:
-        """Send one request and read its answer liberally.
+        """Send one request and read its answer liberally (``params``: this request's own
+        parameters, e.g. a ``response_format``).
 
         Raises:
             openai.APIError: the request failed (HTTP status, timeout, connection).
             MalformedReplyError: a 200 whose body is not a chat completion.
         """
-        kwargs: dict[str, Any] = {"model": self.model, "messages": messages, **self.params}
+        kwargs: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages,
+            **self.params,
+            **(params or {}),
+        }
         if tools:
             kwargs["tools"] = tools
         raw = await self.client.chat.completions.with_raw_response.create(**kwargs)
