@@ -147,6 +147,7 @@ async def test_machine_is_drawn_from_the_transition_table(page: Page, app: Starl
         "awaiting_model -> executing_tools",
         "awaiting_model -> done",
         "awaiting_model -> stopped",
+        "awaiting_model -> trimming_context",
         "executing_tools -> trimming_context",
         "executing_tools -> stopped",
         "done -> trimming_context",

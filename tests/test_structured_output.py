@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -285,7 +286,7 @@ def test_a_tool_named_final_result_clashes_with_tool_mode(make_agent: AgentFacto
         make_agent(output_type=Weather, output_mode="tool", tool_registry=[final_result])
 
 
-def test_mypy_knows_the_output_type() -> None:
+def test_mypy_knows_the_output_type(tmp_path: Path) -> None:
     """``AgentResponse`` is generic: mypy sees ``response.output`` as a Weather (agent-level
     type) or an int (per-call type), and as ``str`` without one."""
     code = """
@@ -303,16 +304,19 @@ async def main() -> None:
     reveal_type((await plain.send_message("hi")).output)
     reveal_type((await plain.send_message("hi", output_type=int)).output)
 """
-    done = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "-c", code],
+    snippet = tmp_path / "snippet.py"
+    snippet.write_text(code)
+    done = subprocess.run(  # in tmp_path: the project's mypy settings (files=agentfsm) stay out
+        [sys.executable, "-m", "mypy", "--strict", "--follow-imports=silent", str(snippet)],
         capture_output=True,
         text=True,
         check=False,
-        cwd=ROOT,
+        cwd=tmp_path,
+        env={**os.environ, "MYPYPATH": str(ROOT)},
     )
     revealed = [
         line.split("Revealed type is ")[1]
         for line in done.stdout.splitlines()
         if "Revealed type" in line
     ]
-    assert revealed == ['"__main__.Weather"', '"builtins.str"', '"builtins.int"'], done.stdout
+    assert revealed == ['"snippet.Weather"', '"str"', '"int"'], done.stdout
