@@ -22,6 +22,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import attrs
 import httpx2 as httpx  # the HTTP library of the installed openai SDK
 import openai
 
@@ -48,18 +49,51 @@ async def get_weather(city: str) -> str:
 TOOLS = [get_weather.to_openai()]
 
 
-async def raw_conversation(client: openai.AsyncOpenAI) -> str:
-    """The hand-written loop a careful user would write on the raw SDK."""
+@attrs.frozen
+class WeatherReport:
+    """The typed answer of the structured-output row."""
+
+    city: str
+    celsius: int
+    conditions: str
+
+
+REPORT_FORMAT = {  # what a careful raw-SDK user sends for the same typed answer
+    "type": "json_schema",
+    "json_schema": {
+        "name": "WeatherReport",
+        "strict": True,
+        "schema": {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string"},
+                "celsius": {"type": "integer"},
+                "conditions": {"type": "string"},
+            },
+            "required": ["city", "celsius", "conditions"],
+            "additionalProperties": False,
+        },
+    },
+}
+
+
+async def raw_conversation(client: openai.AsyncOpenAI, typed: bool = False) -> str:
+    """The hand-written loop a careful user would write on the raw SDK (``typed``: asking
+    for a WeatherReport and parsing it into one, as the agent does)."""
     messages: list[dict[str, Any]] = [
         {"role": "system", "content": SYSTEM},
         {"role": "user", "content": QUESTION},
     ]
     for _ in range(10):
+        extra: dict[str, Any] = {"response_format": REPORT_FORMAT} if typed else {}
         completion = await client.chat.completions.create(
-            model="scripted-model", messages=messages, tools=TOOLS
+            model="scripted-model", messages=messages, tools=TOOLS, **extra
         )
         message = completion.choices[0].message
         if not message.tool_calls:
+            if typed:
+                report = WeatherReport(**json.loads(message.content or "{}"))
+                return report.conditions
             return message.content or ""
         messages.append(
             {
@@ -93,7 +127,7 @@ async def measure(
     began = time.process_time()
     results = await asyncio.gather(*(make() for _ in range(concurrent)))
     parallel = (time.process_time() - began) / concurrent
-    assert all("Sunny" in r or "sunny" in r for r in results), results[:3]
+    assert all("sunny" in r.lower() for r in results), results[:3]
     return sequential, parallel
 
 
@@ -164,25 +198,30 @@ async def main(conversations: int, concurrent: int, rounds: int) -> None:
         async def via_agent() -> str:
             return (await agent.send_message(QUESTION, user_id="u1")).output
 
-        raw_seq: list[float] = []
-        raw_par: list[float] = []
-        fsm_seq: list[float] = []
-        fsm_par: list[float] = []
+        async def via_agent_typed() -> str:
+            response = await agent.send_message(QUESTION, output_type=WeatherReport)
+            return response.output.conditions
+
+        cases: dict[str, tuple[Callable[[], Awaitable[str]], Callable[[], Awaitable[str]]]] = {
+            "": (lambda: raw_conversation(raw_client), via_agent),
+            ", typed": (lambda: raw_conversation(raw_client, typed=True), via_agent_typed),
+        }
+        best: dict[tuple[str, str], list[float]] = {}
         for _ in range(rounds):  # interleave, so drift in the machine hits both alike
-            s, p = await measure(lambda: raw_conversation(raw_client), conversations, concurrent)
-            raw_seq.append(s)
-            raw_par.append(p)
-            s, p = await measure(via_agent, conversations, concurrent)
-            fsm_seq.append(s)
-            fsm_par.append(p)
+            for suffix, (raw, fsm) in cases.items():
+                for who, make in (("raw", raw), ("fsm", fsm)):
+                    s, p = await measure(make, conversations, concurrent)
+                    best.setdefault((who, "sequential" + suffix), []).append(s)
+                    best.setdefault((who, f"{concurrent} concurrent" + suffix), []).append(p)
         print(f"one-tool conversation, {conversations} sequential / {concurrent} concurrent,")
-        print(f"best of {rounds} rounds, CPU ms per conversation (client process only)")
-        print(f"{'':24}{'raw openai':>12}{'agentfsm':>12}{'ratio':>8}")
-        for label, raw, fsm in (
-            ("sequential", min(raw_seq), min(fsm_seq)),
-            (f"{concurrent} concurrent", min(raw_par), min(fsm_par)),
-        ):
-            print(f"{label:24}{raw * 1e3:12.3f}{fsm * 1e3:12.3f}{fsm / raw:8.3f}x")
+        print(f"best of {rounds} rounds, CPU ms per conversation (client process only);")
+        print("'typed': a structured WeatherReport answer (response_format + validation)")
+        print(f"{'':28}{'raw openai':>12}{'agentfsm':>12}{'ratio':>8}")
+        for suffix in cases:
+            for kind in ("sequential", f"{concurrent} concurrent"):
+                label = kind + suffix
+                raw, fsm = min(best[("raw", label)]), min(best[("fsm", label)])
+                print(f"{label:28}{raw * 1e3:12.3f}{fsm * 1e3:12.3f}{fsm / raw:8.3f}x")
     finally:
         server.terminate()
         server.wait(timeout=10)

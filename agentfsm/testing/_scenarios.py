@@ -18,7 +18,10 @@ def weather(request: RecordedRequest) -> Reply:
     """Fake a model that answers weather questions with a ``get_weather`` tool.
 
     - After a ``tool`` message: ``"It is sunny and 22 °C in <city>."``, with the city
-      from the ``get_weather`` call that the tool message answers.
+      from the ``get_weather`` call that the tool message answers; or, when the request
+      asks for structured output (``response_format`` with a JSON schema), a JSON object
+      filling the schema's properties: ``city`` with the city, other strings ``"sunny"``,
+      integers 22, numbers 22.0, booleans true.
     - Else, when a function tool named ``get_weather`` is offered: a ``get_weather``
       call whose ``city`` is the last word of the last user message, capitalized and
       stripped of punctuation (``"Tokyo"`` when there is none).
@@ -40,10 +43,38 @@ def weather(request: RecordedRequest) -> Reply:
     messages = request.messages
     if messages and messages[-1].get("role") == "tool":
         city = _city_of_tool_call(messages, messages[-1].get("tool_call_id"))
+        schema = _response_schema(request.body)
+        if schema is not None:
+            return text(json.dumps(_filled(schema, city)))
         return text(f"It is sunny and 22 °C in {city}.")
     if any(_function_name(tool) == "get_weather" for tool in request.tools):
         return tool_calls(call("get_weather", {"city": _city_asked(messages)}))
     return text("Hello! I am a scripted model. Offer me a get_weather tool and ask about a city.")
+
+
+def _response_schema(body: Any) -> dict[str, Any] | None:
+    """The JSON schema of a request's ``response_format``, if it has one."""
+    response_format = body.get("response_format") if isinstance(body, dict) else None
+    if not isinstance(response_format, dict):
+        return None
+    inner = response_format.get("json_schema")
+    schema = inner.get("schema") if isinstance(inner, dict) else None
+    return schema if isinstance(schema, dict) else None
+
+
+_FILL: dict[str, Any] = {"string": "sunny", "integer": 22, "number": 22.0, "boolean": True}
+
+
+def _filled(schema: dict[str, Any], city: str) -> dict[str, Any]:
+    """An object for ``schema``'s properties, with plain values by type."""
+    properties = schema.get("properties")
+    filled: dict[str, Any] = {}
+    for name, spec in (properties if isinstance(properties, dict) else {}).items():
+        kind = spec.get("type") if isinstance(spec, dict) else None
+        if isinstance(kind, list):  # a nullable property: ["string", "null"]
+            kind = next((k for k in kind if k != "null"), None)
+        filled[name] = city if name == "city" else _FILL.get(str(kind))
+    return filled
 
 
 def _function_name(tool: dict[str, Any]) -> str | None:
