@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import structlog
@@ -50,6 +50,9 @@ from agentfsm.state import (
 from agentfsm.stop import STOPPED, _Stopped, _StopWatch
 from agentfsm.tools import ToolContext
 from agentfsm.wiring import ModelSlot, Wiring
+
+if TYPE_CHECKING:
+    from agentfsm.context.counting import TokenCounter
 
 __all__ = ["Step"]
 
@@ -108,8 +111,11 @@ class Step:
         says why, and the ``context_overflow`` guard stops the run before the request).
         """
         wiring = self.wiring
-        window = wiring.fit(conversation)
-        if window is None:  # no setting trims: every message goes as is
+        if not wiring.context.trims:  # every message goes as is
+            return conversation
+        reserve = self._output_tokens(wiring.counter)
+        window = wiring.fit(conversation, reserve=reserve)
+        if window is None:  # pragma: no cover - trims, so a window
             return conversation
         dropped = _left_out(window)
         previous = conversation.context
@@ -133,7 +139,8 @@ class Step:
                         summary=summary,
                         summary_upto=max(unsummarized) + 1,
                     )
-                    window = wiring.fit(conversation) or window  # the summary costs tokens too
+                    # the summary costs tokens too
+                    window = wiring.fit(conversation, reserve=reserve) or window
         await self._report_fit(conversation, window, newly, summary, error)
         limit = wiring.context.max_context_length or 0
         overflow = (
@@ -214,6 +221,18 @@ class Step:
         )
         previous = conversation.summary or "(none yet)"
         return (reply.message.content or "").strip() or previous, record
+
+    def _output_tokens(self, counter: TokenCounter) -> int:
+        """Tokens the output type adds to a request: its ``response_format``, or the
+        final-answer tool next to the agent's own."""
+        plan = self.plan
+        if plan is None:
+            return 0
+        tools = self.wiring.tool_schemas
+        extra = plan.tools()
+        if extra:
+            return counter.count_tools([*tools, *extra]) - counter.count_tools(tools)
+        return counter.count_response_format(plan.request_params()["response_format"])
 
     # ------------------------------------------------------------------ awaiting_model
 
@@ -297,7 +316,8 @@ class Step:
                 window.tokens
                 if window is not None and window.size == len(conversation.messages)
                 else sum(counter.count_wire(m) for m in messages)
-                + counter.count_tools(wiring.tool_schemas)
+                + counter.count_tools(wiring.tool_schemas, system=_system_text(messages))
+                + self._output_tokens(counter)
                 + counter.reply_overhead
             )
             completion = counter.count_message(reply.message)
@@ -546,6 +566,19 @@ class Step:
             self.events.fields(conversation.turn), facts
         )
         await self.events.emit(hook, event)
+
+
+def _system_text(messages: Sequence[Mapping[str, Any]]) -> str | None:
+    """The text of a request's first message when it is a system message (the tool
+    definitions join it)."""
+    first = messages[0] if messages else None
+    if (
+        first is not None
+        and first.get("role") == "system"
+        and isinstance(first.get("content"), str)
+    ):
+        return str(first["content"])
+    return None
 
 
 def _left_out(window: ContextWindow) -> list[int]:

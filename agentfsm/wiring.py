@@ -125,8 +125,11 @@ class Wiring:
         """The primary model has pricing, so costs are counted (and budgets can apply)."""
         return self.slots[0].price is not None
 
-    def fit(self, conversation: Conversation, summary: str | None = None) -> ContextWindow | None:
-        """What of ``conversation`` fits the context settings (``None``: all of it, as is)."""
+    def fit(
+        self, conversation: Conversation, summary: str | None = None, reserve: int = 0
+    ) -> ContextWindow | None:
+        """What of ``conversation`` fits the context settings (``None``: all of it, as is);
+        ``reserve``: tokens the request adds besides messages and tools (a response format)."""
         if not self.context.trims:
             return None
         from agentfsm.context import trimming  # loads with the first trim
@@ -139,6 +142,7 @@ class Wiring:
             tools=self.tool_schemas,
             settings=self.context,
             counter=self.counter,
+            reserve=reserve,
             max_completion_tokens=self.max_completion_tokens,
         )
         return ContextWindow(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import doctest
 import gc
+import json
 import math
 import struct
 from typing import Any
@@ -166,10 +167,12 @@ def test_cookbook_example_matches_the_api_figures(encoding: str, expected: int) 
 
 @pytest.mark.parametrize(("encoding", "expected"), [("o200k_base", 101), ("cl100k_base", 105)])
 def test_cookbook_tools_example_matches_the_api_figures(encoding: str, expected: int) -> None:
-    """Messages plus the cookbook's tool schema cost what the API reported."""
+    """Messages plus the cookbook's tool schema, joined to its system message, cost what the
+    API reported."""
     counter = AccurateCounter(encoding)
-    total = request_tokens(counter, COOKBOOK_TOOL_MESSAGES) + counter.count_tools(COOKBOOK_TOOLS)
-    assert total == expected
+    system = COOKBOOK_TOOL_MESSAGES[0]["content"]
+    tools = counter.count_tools(COOKBOOK_TOOLS, system=system)
+    assert request_tokens(counter, COOKBOOK_TOOL_MESSAGES) + tools == expected
 
 
 def test_cookbook_example_counted_independently(accurate: AccurateCounter) -> None:
@@ -264,6 +267,227 @@ def test_nested_and_odd_schemas_are_counted_not_rejected(accurate: AccurateCount
     assert accurate.count_tools([nested]) > accurate.count_tools([flat]) > 0
     assert accurate.count_tools([{"type": "web_search"}]) > 0
     assert accurate.count_tools([{"type": "function", "function": {"name": "g"}}]) > 0
+
+
+# --------------------------------------------------------------------------- tool schemas
+
+# What the model reads for COOKBOOK_TOOLS (hmarr/openai-chat-tokens' rendering).
+COOKBOOK_TOOLS_TEXT = """namespace functions {
+
+// Get the current weather in a given location
+type get_current_weather = (_: {
+// The city and state, e.g. San Francisco, CA
+location: string,
+// The unit of temperature to return
+unit?: "celsius" | "fahrenheit",
+}) => any;
+
+} // namespace functions"""
+
+
+def function_tool(name: str, parameters: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """A ``tools`` entry for a function."""
+    return {"type": "function", "function": {"name": name, "parameters": parameters, **extra}}
+
+
+def test_functions_cost_their_typescript_rendering_and_nine(accurate: AccurateCounter) -> None:
+    """Without a system message the tools cost the namespace text's tokens plus 9."""
+    assert accurate.count_tools(COOKBOOK_TOOLS) == tokens(COOKBOOK_TOOLS_TEXT) + 9
+
+
+@pytest.mark.parametrize(
+    ("system", "newline_tokens"),
+    [
+        ("Be brief", 1),
+        ("Be brief.", 0),
+        ("Answer as follows:", 0),
+        ("Long. " * 4_000 + "Be brief", 1),
+        ("Long. " * 4_000 + "Answer as follows:", 0),
+    ],
+    ids=["word", "period", "colon", "long-word", "long-colon"],
+)
+def test_functions_joined_to_a_system_message_cost_4_less_and_its_newline(
+    accurate: AccurateCounter, system: str, newline_tokens: int
+) -> None:
+    """With a system message: 4 fewer, plus the newline the system text gains (none when
+    it merges with the text's last token)."""
+    assert tokens(system + "\n") - tokens(system) == newline_tokens
+    alone = accurate.count_tools(COOKBOOK_TOOLS)
+    assert accurate.count_tools(COOKBOOK_TOOLS, system=system) == alone - 4 + newline_tokens
+
+
+def test_nested_objects_arrays_and_enums_render_as_types(accurate: AccurateCounter) -> None:
+    """Nested objects indent by 2 with no descriptions, arrays add [], enums become unions,
+    required properties lose their ``?``."""
+    parameters = {
+        "type": "object",
+        "required": ["steps"],
+        "properties": {
+            "steps": {
+                "type": "array",
+                "description": "What to do",
+                "items": {
+                    "type": "object",
+                    "required": ["verb"],
+                    "properties": {
+                        "verb": {"type": "string", "enum": ["cut", "boil"]},
+                        "minutes": {"type": "integer", "description": "Not shown"},
+                        "where": {"type": "object", "properties": {"hot": {"type": "boolean"}}},
+                    },
+                },
+            },
+            "servings": {"type": "number", "enum": [1, 2.5]},
+            "note": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+        },
+    }
+    text = """namespace functions {
+
+type cook = (_: {
+// What to do
+steps: {
+  verb: "cut" | "boil",
+  minutes?: number,
+  where?: {
+    hot?: boolean,
+},
+}[],
+servings?: 1 | 2.5,
+note?: string | null,
+}) => any;
+
+} // namespace functions"""
+    assert accurate.count_tools([function_tool("cook", parameters)]) == tokens(text) + 9
+
+
+def test_strict_tools_render_nullable_types_as_unions(accurate: AccurateCounter) -> None:
+    """A strict-mode schema (all required, nullable as a type list, no extra keys) renders
+    like any function: ``string | null``; ``strict`` and ``additionalProperties`` add nothing."""
+    parameters = {
+        "type": "object",
+        "properties": {
+            "city": {"type": "string", "description": "Where"},
+            "days": {"type": ["integer", "null"]},
+        },
+        "required": ["city", "days"],
+        "additionalProperties": False,
+    }
+    text = """namespace functions {
+
+type forecast = (_: {
+// Where
+city: string,
+days: number | null,
+}) => any;
+
+} // namespace functions"""
+    strict = function_tool("forecast", parameters, strict=True)
+    assert accurate.count_tools([strict]) == tokens(text) + 9
+
+
+def test_refs_are_inlined_and_recursion_stops_at_the_name(accurate: AccurateCounter) -> None:
+    """``$ref`` into ``$defs`` is rendered in place; a recursive reference as its name."""
+    parameters = {
+        "type": "object",
+        "properties": {"root": {"$ref": "#/$defs/Node"}},
+        "$defs": {
+            "Node": {
+                "type": "object",
+                "properties": {
+                    "label": {"const": "leaf"},
+                    "children": {"type": "array", "items": {"$ref": "#/$defs/Node"}},
+                    "kind": {"enum": ["a", 1, None]},
+                    "extra": {"type": "string", "format": "uuid", "maxLength": 36},
+                },
+            }
+        },
+    }
+    text = """namespace functions {
+
+type walk = (_: {
+root?: {
+  label?: "leaf",
+  children?: Node[],
+  kind?: "a" | 1 | null,
+  extra?: string,
+},
+}) => any;
+
+} // namespace functions"""
+    assert accurate.count_tools([function_tool("walk", parameters)]) == tokens(text) + 9
+
+
+def test_functions_without_parameters_and_other_tools(accurate: AccurateCounter) -> None:
+    """A function with no properties is ``() => any``; a tool that is not a function costs
+    its compact JSON, on top of the functions."""
+    bare = {"type": "function", "function": {"name": "ping", "description": "Check."}}
+    text = "namespace functions {\n\n// Check.\ntype ping = () => any;\n\n} // namespace functions"
+    assert accurate.count_tools([bare]) == tokens(text) + 9
+    search = {"type": "web_search"}
+    assert accurate.count_tools([search]) == tokens('{"type":"web_search"}')
+    assert accurate.count_tools([bare, search]) == tokens(text) + 9 + tokens(
+        '{"type":"web_search"}'
+    )
+
+
+def test_the_rendered_tools_are_tokenized_once() -> None:
+    """An agent sends the same tools with every request: their text is tokenized once,
+    however long it is."""
+    counter = TracingCounter()
+    long = {"type": "string", "description": "x" * 20_000}
+    tools = [function_tool("f", {"type": "object", "properties": {"a": long}})]
+    first = counter.count_tools(tools)
+    seen = len(counter.seen)
+    assert counter.count_tools(tools) == first
+    assert len(counter.seen) == seen
+
+
+# --------------------------------------------------------------------------- response_format
+
+WEATHER_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}, "celsius": {"type": ["number", "null"]}},
+    "required": ["city", "celsius"],
+    "additionalProperties": False,
+}
+
+
+@pytest.mark.parametrize(
+    "counter", [SimpleCounter(), AccurateCounter()], ids=["simple", "accurate"]
+)
+def test_response_format_is_a_system_message_with_harmony_s_section(
+    counter: TokenCounter,
+) -> None:
+    """A json_schema counts as a system message holding "# Response Formats", its name, its
+    description and its schema as compact JSON; text and json_object count nothing."""
+    response_format = {
+        "type": "json_schema",
+        "json_schema": {
+            "name": "weather",
+            "description": "The forecast",
+            "schema": WEATHER_SCHEMA,
+            "strict": True,
+        },
+    }
+    section = (
+        "# Response Formats\n\n## weather\n\n// The forecast\n"
+        '{"type":"object","properties":{"city":{"type":"string"},"celsius":{"type":["number",'
+        '"null"]}},"required":["city","celsius"],"additionalProperties":false}'
+    )
+    expected = counter.count_wire({"role": "system", "content": section})
+    assert counter.count_response_format(response_format) == expected
+    assert counter.count_response_format({"type": "text"}) == 0
+    assert counter.count_response_format({"type": "json_object"}) == 0
+
+
+def test_a_bare_schema_counts_as_a_json_schema_named_response() -> None:
+    """Given the JSON schema itself, it is counted as a json_schema named "response"."""
+    counter = SimpleCounter()
+    named = {"type": "json_schema", "json_schema": {"name": "response", "schema": WEATHER_SCHEMA}}
+    assert counter.count_response_format(WEATHER_SCHEMA) == counter.count_response_format(named)
+    section = "# Response Formats\n\n## response\n\n" + json.dumps(
+        WEATHER_SCHEMA, separators=(",", ":")
+    )
+    assert counter.count_response_format(WEATHER_SCHEMA) == 3 + 2 + math.ceil(len(section) / 4)
 
 
 # --------------------------------------------------------------------------- the cache

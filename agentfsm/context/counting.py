@@ -45,15 +45,16 @@ estimate. 85 tokens is what OpenAI bills for an image sent with ``detail: "low"`
 CHARS_PER_TOKEN = 4
 """The ratio `SimpleCounter` assumes: about four characters of English text per token."""
 
-# The cookbook's function-schema constants (num_tokens_for_tools).
-_FUNC_INIT = {"cl100k_base": 10}
-_FUNC_INIT_DEFAULT = 7
-_PROP_INIT = 3
-_PROP_KEY = 3
-_ENUM_INIT = -3
-_ENUM_ITEM = 3
-_FUNC_END = 12
-_SCHEMA_KEYS_IN_LINE = frozenset({"type", "description", "enum"})
+# How OpenAI shows function tools to the model: as TypeScript-like types in a ``functions``
+# namespace (see _render_functions). The constants are hmarr/openai-chat-tokens', found there by
+# fitting the API's usage.prompt_tokens: the namespace costs 9 tokens more than its text; when
+# the request has a system message the functions join the first one, which saves 4 of them but
+# gives that message a trailing newline (1 token more, or none when it merges with the text's
+# last token, as after a colon).
+_FUNCTIONS_OVERHEAD = 9
+_JOINED_SYSTEM_SAVING = 4
+_NEWLINE_TAIL_CHARS = 256  # how much of a system text decides what its newline costs
+_TOOL_TEXTS_MAX = 64  # rendered tool lists whose tokens are kept (an agent has one or a few)
 
 # count_text caches short strings (system prompts, tool descriptions, notes) that come back
 # on every request; message contents are cached per message object instead.
@@ -67,25 +68,35 @@ class TokenCounter(Protocol):
     ``count_message`` and ``count_content`` are cached per message object, so counting a
     growing conversation again on every step tokenizes each message once.
 
-    The accounting follows OpenAI's published recipe (the openai-cookbook notebook "How to
-    count tokens with tiktoken", checked there against the API's ``usage.prompt_tokens``):
+    Messages follow OpenAI's published recipe (the openai-cookbook notebook "How to count
+    tokens with tiktoken", checked there against the API's ``usage.prompt_tokens``): every
+    message costs 3 tokens, plus the tokens of each of its string values (``role``,
+    ``content``, ``refusal``…), plus 1 more when it has a ``name``; every request adds 3
+    tokens priming the reply (``<|start|>assistant<|message|>``).
 
-    - every message costs 3 tokens, plus the tokens of each of its string values
-      (``role``, ``content``, ``refusal``…), plus 1 more when it has a ``name``;
-    - every request adds 3 tokens priming the reply (``<|start|>assistant<|message|>``);
-    - tool schemas cost, per function, ``func_init`` (7 for o200k models, 10 for cl100k)
-      plus the tokens of ``"name:description"``; when it has properties, 3 more, and per
-      property 3 plus the tokens of ``"key:type:description"`` (trailing periods stripped),
-      and for an ``enum`` -3 plus, per item, 3 and its tokens; 12 once for the whole list.
+    Tools are counted as the model reads them (hmarr/openai-chat-tokens, whose rendering
+    reproduces the API's figures; OpenAI's harmony format publishes the same "functions"
+    namespace): the functions rendered as TypeScript-like types, ``namespace functions {
+    // description  type name = (_: { // property description  prop?: type, }) => any; }
+    // namespace functions``, cost the tokens of that text plus 9; when the request has a
+    system message (pass its text as ``system``) they join it, 4 fewer, and the system text
+    gains a trailing newline. This agrees with both cookbook figures (101 and 105 tokens for
+    its weather tool) and with every small request of hmarr's test suite. A tool that is not
+    a function counts as its compact JSON.
 
-    Two widely used extensions fill the recipe's gaps (hmarr/openai-chat-tokens, also in
-    llama_index): each tool call of an assistant message costs 3 plus the tokens of its
-    name and of its arguments; a ``tool`` result costs like any message (its
-    ``tool_call_id`` is not text the model reads, so it is not counted). Beyond both, a
-    property schema's other keys (``items``, nested ``properties``, ``anyOf``…) count as the
-    tokens of their compact JSON and a tool that is not a function as its compact JSON, so
-    nested schemas are not under-counted; and non-text content parts (images, audio, files)
-    count `NON_TEXT_PART_TOKENS` each, but images by the tile formula where counters know it.
+    Each tool call of an assistant message costs 3 plus the tokens of its name and of its
+    arguments (as the legacy ``function_call`` did, measured); a ``tool`` result costs like
+    any message (its ``tool_call_id`` is not text the model reads, so it is not counted);
+    non-text content parts (images, audio, files) count `NON_TEXT_PART_TOKENS` each, but
+    images by the tile formula where counters know it.
+
+    A ``response_format`` is an estimate: OpenAI does not say how the chat models see it.
+    Its json_schema counts as a system message holding the "Response Formats" section that
+    OpenAI's harmony format (published for the gpt-oss models) puts in the developer
+    message: ``# Response Formats``, ``## {name}``, ``// {description}`` and the schema as
+    compact JSON, each on its own line, a blank line after each heading. Strict-mode tools
+    (``"strict": true``) are rendered like any function: their nullable properties
+    (``"type": ["string", "null"]``) read ``string | null``.
     """
 
     @property
@@ -110,8 +121,18 @@ class TokenCounter(Protocol):
         """Tokens an OpenAI chat-format message dict costs (not cached)."""
         ...
 
-    def count_tools(self, tools: Sequence[Mapping[str, Any]]) -> int:
-        """Tokens the ``tools`` of a request cost (0 for none)."""
+    def count_tools(self, tools: Sequence[Mapping[str, Any]], *, system: str | None = None) -> int:
+        """Tokens the ``tools`` of a request cost (0 for none).
+
+        ``system`` is the text of the request's first system message, if it has one: the
+        functions join that message, which costs a few tokens less than a message of their
+        own (so leaving it out over-counts by at most 4).
+        """
+        ...
+
+    def count_response_format(self, response_format: Mapping[str, Any]) -> int:
+        """Tokens a request's ``response_format`` costs, estimated (0 for ``text`` and
+        ``json_object``)."""
         ...
 
     def count_text(self, text: str) -> int:
@@ -130,12 +151,143 @@ def _image_of(value: Any) -> ImagePart | None:
     return None
 
 
-def _strip_period(text: str) -> str:
-    return text[:-1] if text.endswith(".") else text
-
-
 def _compact_json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+# ------------------------------------------------------------------ schemas as the model reads them
+#
+# _render_functions follows hmarr/openai-chat-tokens (src/functions.ts) exactly wherever it
+# defines the output; where it does not (a ``type`` list, ``const``, an ``enum`` without a
+# type, ``$ref``, ``allOf``/``oneOf``, no ``type``), the choice is the nearest TypeScript, as
+# OpenAI's harmony renderer writes it (a type list as a union, ``integer`` as ``number``).
+
+
+def _js(value: Any) -> str:
+    """``value`` as a JavaScript template string shows it (``${value}``)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return _compact_json(value)
+
+
+def _literal(value: Any) -> str:
+    return f'"{value}"' if isinstance(value, str) else _js(value)
+
+
+class _Schemas:
+    """Renders JSON schemas as TypeScript types, resolving ``$ref`` against one root."""
+
+    __slots__ = ("_defs",)
+
+    def __init__(self, root: Mapping[str, Any]) -> None:
+        defs: dict[str, Any] = {}
+        for key in ("$defs", "definitions"):
+            found = root.get(key)
+            if isinstance(found, Mapping):
+                defs.update((f"#/{key}/{name}", schema) for name, schema in found.items())
+        self._defs = defs
+
+    def properties(self, schema: Mapping[str, Any], indent: int, seen: frozenset[str]) -> str:
+        """The lines of an object's properties, without the braces around them."""
+        properties = schema.get("properties")
+        if not isinstance(properties, Mapping):
+            return ""
+        required = schema.get("required")
+        if not isinstance(required, (list, tuple)):
+            required = ()
+        lines: list[str] = []
+        for name, prop in properties.items():
+            description = prop.get("description") if isinstance(prop, Mapping) else None
+            if isinstance(description, str) and description and indent < 2:
+                lines.append(f"// {description}")
+            mark = "" if name in required else "?"
+            lines.append(f"{name}{mark}: {self.type(prop, indent, seen)},")
+        pad = " " * indent
+        return "\n".join(pad + line for line in lines)
+
+    def type(self, schema: Any, indent: int, seen: frozenset[str]) -> str:
+        """One schema as a TypeScript type."""
+        if not isinstance(schema, Mapping):
+            return "any"
+        ref = schema.get("$ref")
+        if isinstance(ref, str):
+            target = self._defs.get(ref)
+            if target is None or ref in seen:
+                return ref.rsplit("/", 1)[-1]
+            return self.type(target, indent, seen | {ref})
+        for key, joiner in (("anyOf", " | "), ("oneOf", " | "), ("allOf", " & ")):
+            variants = schema.get(key)
+            if isinstance(variants, (list, tuple)) and variants:
+                return joiner.join(self.type(v, indent, seen) for v in variants)
+        kind = schema.get("type")
+        if isinstance(kind, (list, tuple)):
+            return " | ".join(self.type({**schema, "type": k}, indent, seen) for k in kind)
+        enum = schema.get("enum")
+        enum = enum if isinstance(enum, (list, tuple)) else None
+        if kind == "string":
+            return "string" if enum is None else " | ".join(f'"{_js(v)}"' for v in enum)
+        if kind in ("number", "integer"):
+            return "number" if enum is None else " | ".join(_js(v) for v in enum)
+        if kind in ("boolean", "null"):
+            return str(kind)
+        if kind == "object" or (kind is None and "properties" in schema):
+            return "\n".join(("{", self.properties(schema, indent + 2, seen), "}"))
+        if kind == "array":
+            items = schema.get("items")
+            return f"{self.type(items, indent, seen)}[]" if items is not None else "any[]"
+        if enum:
+            return " | ".join(_literal(v) for v in enum)
+        if "const" in schema:
+            return _literal(schema["const"])
+        return "any"
+
+
+def _render_functions(functions: Sequence[Mapping[str, Any]]) -> str:
+    """The ``functions`` namespace the model reads for these function definitions."""
+    lines = ["namespace functions {", ""]
+    for function in functions:
+        description = function.get("description")
+        if isinstance(description, str) and description:
+            lines.append(f"// {description}")
+        name = function.get("name", "")
+        parameters = function.get("parameters")
+        if isinstance(parameters, Mapping) and parameters.get("properties"):
+            lines.append(f"type {name} = (_: {{")
+            lines.append(_Schemas(parameters).properties(parameters, 0, frozenset()))
+            lines.append("}) => any;")
+        else:
+            lines.append(f"type {name} = () => any;")
+        lines.append("")
+    lines.append("} // namespace functions")
+    return "\n".join(lines)
+
+
+def _render_response_format(response_format: Mapping[str, Any]) -> str | None:
+    """The "Response Formats" section for a ``response_format`` (None for none).
+
+    Harmony's shape: the headings ``# Response Formats`` and ``## {name}``, each followed by
+    a blank line, then ``// {description}`` and the schema as compact JSON. A bare JSON schema
+    is taken as the json_schema's schema.
+    """
+    kind = response_format.get("type")
+    if kind in ("text", "json_object"):
+        return None
+    if kind == "json_schema":
+        spec = response_format.get("json_schema")
+        spec = spec if isinstance(spec, Mapping) else {}
+        schema: Any = spec.get("schema", {})
+    else:
+        spec, schema = {}, response_format
+    name = spec.get("name", "response")
+    description = spec.get("description")
+    comment = f"// {description}\n" if isinstance(description, str) and description else ""
+    return f"# Response Formats\n\n## {name}\n\n{comment}{_compact_json(schema)}"
 
 
 class _Entry(weakref.ref):  # type: ignore[type-arg]
@@ -151,8 +303,6 @@ class _Entry(weakref.ref):  # type: ignore[type-arg]
 class _Counter:
     """The accounting shared by every counter; subclasses say how a string is tokenized."""
 
-    _func_init = _FUNC_INIT_DEFAULT
-
     def __init__(self) -> None:
         # id(message) -> a weak reference to it carrying its counts. The reference's callback
         # removes the entry when the message goes away, so the cache never outlives its
@@ -166,6 +316,7 @@ class _Counter:
 
         self._cache = cache
         self._forget = forget
+        self._rendered: dict[str, int] = {}
 
     @property
     def name(self) -> str:
@@ -296,45 +447,52 @@ class _Counter:
 
     # -------------------------------------------------------------------- tools
 
-    def count_tools(self, tools: Sequence[Mapping[str, Any]]) -> int:
-        """Tokens the ``tools`` of a request cost, by the cookbook's function-schema formula."""
+    def count_tools(self, tools: Sequence[Mapping[str, Any]], *, system: str | None = None) -> int:
+        """Tokens the ``tools`` of a request cost: the rendered ``functions`` namespace and 9,
+        less 4 when they join the request's first system message, whose text is ``system``
+        (that message gains a trailing newline: 1 token more or none); any other tool as its
+        compact JSON. See `TokenCounter`.
+        """
         if not tools:
             return 0
-        count = self.count_text
-        total = _FUNC_END
+        functions: list[Mapping[str, Any]] = []
+        total = 0
         for tool in tools:
             function = tool.get("function") if tool.get("type", "function") == "function" else None
-            if not isinstance(function, Mapping):
-                total += count(_compact_json(tool))
-                continue
-            description = _strip_period(str(function.get("description") or ""))
-            total += self._func_init + count(f"{function.get('name', '')}:{description}")
-            parameters = function.get("parameters")
-            properties = parameters.get("properties") if isinstance(parameters, Mapping) else None
-            if isinstance(properties, Mapping) and properties:
-                total += _PROP_INIT
-                for key, schema in properties.items():
-                    total += _PROP_KEY + self._property_tokens(str(key), schema)
+            if isinstance(function, Mapping):
+                functions.append(function)
+            else:
+                total += self.count_text(_compact_json(tool))
+        if not functions:
+            return total
+        total += self._count_rendered(_render_functions(functions)) + _FUNCTIONS_OVERHEAD
+        if system is not None:
+            total += self._newline_tokens(system) - _JOINED_SYSTEM_SAVING
         return total
 
-    def _property_tokens(self, key: str, schema: Any) -> int:
-        if not isinstance(schema, Mapping):
-            return self.count_text(f"{key}::")
-        count = self.count_text
-        total = 0
-        enum = schema.get("enum")
-        if isinstance(enum, Sequence) and not isinstance(enum, str):
-            total += _ENUM_INIT
-            for item in enum:
-                total += _ENUM_ITEM + count(item if isinstance(item, str) else _compact_json(item))
-        kind = schema.get("type", "")
-        kind_text = kind if isinstance(kind, str) else _compact_json(kind)
-        description = _strip_period(str(schema.get("description") or ""))
-        total += count(f"{key}:{kind_text}:{description}")
-        rest = {k: v for k, v in schema.items() if k not in _SCHEMA_KEYS_IN_LINE}
-        if rest:
-            total += count(_compact_json(rest))
-        return total
+    def count_response_format(self, response_format: Mapping[str, Any]) -> int:
+        """Tokens a request's ``response_format`` costs, estimated: a json_schema (or a bare
+        JSON schema) as a system message holding harmony's "Response Formats" section for it;
+        ``text`` and ``json_object`` cost nothing. See `TokenCounter`.
+        """
+        section = _render_response_format(response_format)
+        if section is None:
+            return 0
+        return TOKENS_PER_MESSAGE + self.count_text("system") + self._count_rendered(section)
+
+    def _newline_tokens(self, text: str) -> int:
+        """Tokens a trailing newline adds to ``text`` (0 when it merges with its end)."""
+        return self.count_text(text + "\n") - self.count_text(text)
+
+    def _count_rendered(self, text: str) -> int:
+        """Tokens of a rendered schema text, kept whatever its length: an agent sends the same
+        tools (and output schema) with every request."""
+        tokens = self._rendered.get(text)
+        if tokens is None:
+            if len(self._rendered) >= _TOOL_TEXTS_MAX:
+                self._rendered.clear()
+            tokens = self._rendered[text] = self.count_text(text)
+        return tokens
 
 
 class AccurateCounter(_Counter):
@@ -370,7 +528,6 @@ class AccurateCounter(_Counter):
                 "context_handling_method='simple'."
             ) from error
         self._encoding_name = encoding
-        self._func_init = _FUNC_INIT.get(encoding, _FUNC_INIT_DEFAULT)
         self._encode: Callable[[str], list[int]] = self._encoding.encode_ordinary
         self._texts: dict[str, int] = {}
         self._texts_size = 0
@@ -415,6 +572,13 @@ class AccurateCounter(_Counter):
             self._texts_size += len(text)
         return tokens
 
+    def _newline_tokens(self, text: str) -> int:
+        """Tokens a trailing newline adds to ``text``, from its end only: the tokenizer splits
+        text into words, spaces and punctuation before merging, so only the last of those can
+        take the newline in (a long system prompt is not tokenized twice)."""
+        tail = text[-_NEWLINE_TAIL_CHARS:]
+        return self.count_text(tail + "\n") - self.count_text(tail)
+
     def __repr__(self) -> str:
         return f"AccurateCounter(encoding={self._encoding_name!r})"
 
@@ -424,9 +588,10 @@ class SimpleCounter(_Counter):
 
     Four characters per token is OpenAI's rule of thumb for English text; code, JSON and
     most other languages take more tokens per character, so this under-counts them (leave a
-    margin in ``max_context_length``). The per-message, per-name, tool-call, tool-schema and
-    reply overheads are the same as `AccurateCounter`'s. It is about two orders of magnitude
-    cheaper and needs no tokenizer file.
+    margin in ``max_context_length``). The per-message, per-name, tool-call, tool-schema,
+    response-format and reply overheads are the same as `AccurateCounter`'s, and tool and
+    output schemas are rendered the same way before their characters are counted. It is about
+    two orders of magnitude cheaper and needs no tokenizer file.
     """
 
     @property

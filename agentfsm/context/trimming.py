@@ -276,8 +276,9 @@ def fit(
     count_message = counter.count_message
 
     fixed = counter.reply_overhead + reserve + (max_completion_tokens or 0)
-    fixed += counter.count_tools(tools)
-    fixed += sum(counter.count_wire(_system(t)) for t in _preamble(system_prompt, summary))
+    preamble = _preamble(system_prompt, summary)
+    fixed += counter.count_tools(tools, system=preamble[0] if preamble else None)
+    fixed += sum(counter.count_wire(_system(t)) for t in preamble)
     drop_note = settings.prompt_when_message_is_dropped
     overflow_note = settings.prompt_when_context_overflow
     drop_cost = counter.count_wire(_system(drop_note)) if drop_note else 0
