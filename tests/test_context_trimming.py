@@ -121,10 +121,13 @@ def request_tokens(
     tools: Sequence[dict[str, Any]] = (),
     reserve: int = 0,
 ) -> int:
-    """Tokens of a rendered request, counted from scratch."""
+    """Tokens of a rendered request, counted from scratch (tool definitions join the first
+    system message, as the API renders them)."""
+    first = wire[0] if wire else {}
+    system = first.get("content") if first.get("role") == "system" else None
     return (
         sum(counter.count_wire(m) for m in wire)
-        + counter.count_tools(tools)
+        + counter.count_tools(tools, system=system)
         + counter.reply_overhead
         + reserve
     )
@@ -355,7 +358,7 @@ def test_tools_reserve_and_completion_room_count_toward_the_limit() -> None:
     """Tool schemas, reserve and max_completion_tokens are part of the budget."""
     messages = [*run(words(50), [], words(50), "a"), UserMessage("Q")]
     plain = decide(messages)
-    tools = SIMPLE.count_tools(TOOLS)
+    tools = SIMPLE.count_tools(TOOLS, system=SYSTEM)  # the tools join the system prompt
     heavy = decide(messages, tools=TOOLS, reserve=7, max_completion_tokens=100)
     assert heavy.tokens == plain.tokens + tools + 107
     squeezed = decide(

@@ -10,7 +10,14 @@ import attrs
 
 from agentfsm.context import ContextSettings
 from agentfsm.context.counting import TokenCounter
-from agentfsm.messages import AssistantMessage, Message, ToolMessage, UserMessage, message_to_openai
+from agentfsm.messages import (
+    AssistantMessage,
+    Message,
+    SystemMessage,
+    ToolMessage,
+    UserMessage,
+    message_to_openai,
+)
 
 __all__ = [
     "MIN_KEPT_TOKENS",
@@ -277,7 +284,7 @@ def fit(
 
     fixed = counter.reply_overhead + reserve + (max_completion_tokens or 0)
     preamble = _preamble(system_prompt, summary)
-    fixed += counter.count_tools(tools, system=preamble[0] if preamble else None)
+    fixed += counter.count_tools(tools)  # adjusted below once the first message is known
     fixed += sum(counter.count_wire(_system(t)) for t in preamble)
     drop_note = settings.prompt_when_message_is_dropped
     overflow_note = settings.prompt_when_context_overflow
@@ -407,6 +414,9 @@ def fit(
         notes.append(overflow_note)
     # Earlier runs cost what the walk summed; the current run is recounted with its cuts.
     total = fixed + sum(counter.count_wire(_system(note)) for note in notes)
+    joined = _first_system_text(preamble, notes, messages, sorted(chosen))
+    if tools and joined is not None:  # the tool definitions join the first system message
+        total += counter.count_tools(tools, system=joined) - counter.count_tools(tools)
     total += sum(unit_tokens for _, _, unit_tokens in history)
     total += _sent_tokens(messages[newest_user], budgets.get(newest_user), counter)
     for first, end, _ in run:
@@ -501,6 +511,19 @@ def _sent_tokens(message: Message, budget: int | None, counter: TokenCounter) ->
 
 
 # --------------------------------------------------------------------------- render
+
+
+def _first_system_text(
+    preamble: Sequence[str], notes: Sequence[str], messages: Sequence[Message], sent: list[int]
+) -> str | None:
+    """The text of the request's first message if it is a system message, as `render` lays
+    the request out (system prompt, summary, notes, then the messages sent)."""
+    if preamble:
+        return preamble[0]
+    if notes:
+        return notes[0]
+    first = messages[sent[0]] if sent else None
+    return first.content if isinstance(first, SystemMessage) else None
 
 
 def render(
