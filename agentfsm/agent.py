@@ -105,6 +105,9 @@ class Agent(Generic[OutputT]):
         tool_registry: ``@tool`` functions, ``Tool`` objects, plain functions, or
             ``{"name", "function_schema", "func"}`` dicts.
         execute_function_concurrently: run one message's tool calls at the same time.
+        strict_tools: send every tool's schema in OpenAI's strict form (the server then
+            guarantees the arguments match); a tool that cannot be strict is refused with
+            ``ToolDefinitionError`` saying why. ``@tool(strict=True)`` does it per tool.
         hooks: hook name to a callable (or a list of them) taking the hook's event.
         raise_hook_errors: let an exception in a hook end the run (default: log it).
         context_handling_method, max_context_length, max_token_per_message,
@@ -167,6 +170,7 @@ class Agent(Generic[OutputT]):
         max_function_calls: int | None = None,
         tool_registry: Iterable[Tool | Mapping[str, Any] | Callable[..., Any]] | None = None,
         execute_function_concurrently: bool = True,
+        strict_tools: bool = False,
         hooks: Mapping[str, Hook | Sequence[Hook]] | None = None,
         raise_hook_errors: bool = False,
         context_handling_method: str = "accurate",
@@ -233,7 +237,8 @@ class Agent(Generic[OutputT]):
             isinstance(default_encoding, str) and default_encoding != "",
             "default_encoding must be a tiktoken encoding name such as 'o200k_base'",
         )
-        self.tools: tuple[Tool, ...] = tools_from_registry(tool_registry)
+        require(isinstance(strict_tools, bool), "strict_tools must be True or False")
+        self.tools: tuple[Tool, ...] = tools_from_registry(tool_registry, strict=strict_tools)
         self.store = store
         self.retry_strategy = RetryStrategy.from_value(retry_strategy)
         require(

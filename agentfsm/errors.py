@@ -7,6 +7,7 @@ Normal endings of a run (a user stop, a budget, max turns, a failed request) are
     ├── ConfigurationError (ValueError)      an agent or tool defined wrongly, at construction
     │   ├── UnknownHookError                  a hook name that does not exist ("did you mean")
     │   ├── ToolDefinitionError               a tool schema that does not fit its function
+    │   ├── UnsupportedTypeError              a Python type with no JSON Schema (or no strict one)
     │   └── MachineDefinitionError            the machine's own tables are malformed (at import)
     ├── InvalidInputError (ValueError)       a bad argument to start / send_message
     │   ├── InvalidHistoryError               a malformed history, with the path of the fault
@@ -15,6 +16,8 @@ Normal endings of a run (a user stop, a budget, max turns, a failed request) are
     │   └── MediaError                        an image, audio clip or file that cannot be sent
     ├── ToolArgumentError                     the model sent arguments a tool cannot take
     │                                         (never raised to the caller: the model reads it)
+    ├── SchemaValidationError (ValueError)    JSON that does not fit a type's schema, with a
+    │                                         model-readable message per fault
     ├── RunError                              a run cannot go on as asked
     │   ├── ConversationFinishedError         step() on a conversation in done / stopped
     │   ├── RunInProgressError                start() on a conversation that has not finished
@@ -49,11 +52,13 @@ __all__ = [
     "ModelRequestError",
     "RunError",
     "RunInProgressError",
+    "SchemaValidationError",
     "SerializationError",
     "StoreError",
     "ToolArgumentError",
     "ToolDefinitionError",
     "UnknownHookError",
+    "UnsupportedTypeError",
 ]
 
 
@@ -91,6 +96,20 @@ class ToolDefinitionError(ConfigurationError):
     def __init__(self, tool: str, message: str) -> None:
         super().__init__(f"Tool {tool!r}: {message}")
         self.tool = tool
+
+
+class UnsupportedTypeError(ConfigurationError):
+    """A Python type that has no JSON Schema, or, asked for OpenAI's strict form, no strict one.
+
+    Attributes:
+        type: the type that was asked for.
+        reason: what is not supported, and where.
+    """
+
+    def __init__(self, tp: Any, reason: str) -> None:
+        super().__init__(reason)
+        self.type = tp
+        self.reason = reason
 
 
 class MachineDefinitionError(ConfigurationError):
@@ -156,6 +175,22 @@ class ToolArgumentError(AgentFSMError):
     def __init__(self, tool: str, message: str) -> None:
         super().__init__(message)
         self.tool = tool
+
+
+class SchemaValidationError(AgentFSMError, ValueError):
+    """JSON that does not fit a type's schema (a structured answer, a tool's arguments).
+
+    Attributes:
+        errors: one message per fault, ``"path: message"`` and written for a model to read and
+            fix, e.g. ``"$.days: must be <= 10, got 50"``.
+        name: the name of the type's schema (``"Weather"``), if known.
+    """
+
+    def __init__(self, errors: tuple[str, ...], name: str | None = None) -> None:
+        subject = f"Invalid {name}" if name else "Invalid value"
+        super().__init__(f"{subject}: {'; '.join(errors)}")
+        self.errors = tuple(errors)
+        self.name = name
 
 
 class RunError(AgentFSMError):

@@ -172,9 +172,26 @@ class OutputPlan:
             if not isinstance(data, Mapping) or "result" not in data:
                 raise errors.SchemaValidationError(('$: expected an object {"result": ...}',))
             data = data["result"]
-        if self.adapter is None:
+        if self.adapter is None:  # a resumed run whose type this agent does not know
+            self._check_json(data)
             return data
         return self.adapter.validate_python(data)
+
+    def _check_json(self, data: Any) -> None:
+        """Check parsed JSON against the stored schema alone.
+
+        Raises:
+            SchemaValidationError: with the schema validator's messages.
+        """
+        from agentfsm.schema._validator import PATH_STYLE, compile_schema
+
+        schema = self.spec.json_schema
+        if self.spec.wrapped:  # the stored schema is the wrapper: check its "result"
+            data = {"result": data}
+        found: list[str] = []
+        compile_schema(schema, style=PATH_STYLE, lint=False)(data, PATH_STYLE.root, found)
+        if found:
+            raise errors.SchemaValidationError(tuple(found), self.spec.name)
 
     def value(self, conversation: Conversation) -> Any:
         """The output of ``conversation``'s run: its final answer as a value, or ``None``

@@ -9,6 +9,8 @@ import agentfsm
 import agentfsm.testing
 
 PUBLIC = {
+    "UnsupportedTypeError",
+    "SchemaValidationError",
     "OutputSpec",
     "InvalidOutputEvent",
     "StoreError",

@@ -320,3 +320,45 @@ async def main() -> None:
         if "Revealed type" in line
     ]
     assert revealed == ['"snippet.Weather"', '"str"', '"int"'], done.stdout
+
+
+async def test_strict_tools_sends_every_tool_in_strict_form(
+    server: ScriptedOpenAIServer, make_agent: AgentFactory
+) -> None:
+    """``strict_tools=True`` on the agent: each function schema is sent with ``strict`` and
+    every property required, ``additionalProperties: false``."""
+
+    @tool
+    def forecast(city: str, days: int = 1) -> str:
+        """A forecast.
+
+        Args:
+            city: where.
+            days: how many days.
+        """
+        return f"{city}: sunny for {days} days"
+
+    server.add(tool_calls(call("forecast", {"city": "Oslo", "days": None})), text("done"))
+    response = await make_agent(strict_tools=True, tool_registry=[forecast]).send_message("go")
+    (sent,) = server.requests[0].body["tools"]
+    assert sent["function"]["strict"] is True
+    parameters = sent["function"]["parameters"]
+    assert set(parameters["required"]) == {"city", "days"}
+    assert parameters["additionalProperties"] is False
+    assert response.history[2]["content"] == "Oslo: sunny for 1 days"  # null: the default
+
+
+async def test_a_resumed_run_without_the_class_is_checked_against_the_stored_schema(
+    server: ScriptedOpenAIServer, make_agent: AgentFactory
+) -> None:
+    """An agent that does not know the run's output type still holds the answer to the
+    stored schema (an invalid one is repaired) and returns the parsed JSON."""
+    server.add(text('{"city": "Tokyo"}'), text(GOOD))
+    store = MemoryStore()
+    conv = make_agent(output_type=Weather, store=store).start("weather?", chat_id="c1")
+    await store.save(conv, None)
+    plain = make_agent(store=store)
+    final = await plain.resume("c1")
+    assert final.output_retries == 1
+    assert "celsius" in server.requests[1].messages[-1]["content"]
+    assert plain.response(final).output == {"city": "Tokyo", "celsius": 22, "sunny": True}

@@ -143,7 +143,8 @@ def test_primitive_types_map_to_json_types() -> None:
 
 
 def test_containers_map_to_arrays_and_objects() -> None:
-    """Lists, tuples, sets and dicts become arrays and objects with their item schemas."""
+    """Lists, tuples, sets and dicts become arrays and objects with their item schemas; sets
+    and frozensets say their items are unique."""
 
     def f(
         a: list[int],
@@ -161,8 +162,8 @@ def test_containers_map_to_arrays_and_objects() -> None:
     assert parameters_of(f)["properties"] == {
         "a": {"type": "array", "items": {"type": "integer"}},
         "b": {"type": "array", "items": {"type": "string"}},
-        "c": {"type": "array", "items": {"type": "string"}},
-        "d": {"type": "array", "items": {"type": "integer"}},
+        "c": {"type": "array", "items": {"type": "string"}, "uniqueItems": True},
+        "d": {"type": "array", "items": {"type": "integer"}, "uniqueItems": True},
         "e": {"type": "object", "additionalProperties": {"type": "number"}},
         "f": {"type": "array"},
         "g": {"type": "object"},
@@ -269,7 +270,7 @@ def test_attrs_classes_and_dataclasses_become_nested_objects() -> None:
             "type": "object",
             "properties": {
                 "corner": _point_schema(),
-                "tags": {"type": "array", "items": {"type": "string"}},
+                "tags": {"type": "array", "items": {"type": "string"}, "uniqueItems": True},
                 "label": {"type": "string", "default": "box"},
             },
             "required": ["corner"],
@@ -494,18 +495,37 @@ def test_unsupported_type_is_refused_naming_the_parameter() -> None:
 
     assert definition_error(lambda: Tool.from_function(f)) == (
         "Tool 'f': parameter 'thing': unsupported type Unsupported; supported: str, int, "
-        "float, bool, None, datetime, date, Enum, Literal, list, tuple, set, frozenset, "
-        "dict[str, X], unions, attrs classes, dataclasses and TypedDicts"
+        "float, bool, None, Any, Literal, Enum, unions, list, tuple, set, frozenset, "
+        "dict[str, X], datetime, date, time, timedelta, UUID, Decimal, pydantic models, attrs "
+        "classes, dataclasses and TypedDicts (recursive ones too)"
     )
 
 
-def test_recursive_type_is_refused() -> None:
-    """A class that contains itself cannot be inlined and is refused."""
+def test_recursive_type_is_referenced_through_defs() -> None:
+    """A class that contains itself stays one definition under $defs, converted at any depth."""
 
-    def f(tree: Tree) -> None: ...
+    @tool
+    def f(tree: Tree) -> Tree:
+        return tree
 
-    assert definition_error(lambda: Tool.from_function(f)) == (
-        "Tool 'f': parameter 'tree': recursive type Tree is not supported"
+    assert f.parameters == {
+        "type": "object",
+        "properties": {"tree": {"$ref": "#/$defs/Tree"}},
+        "required": ["tree"],
+        "additionalProperties": False,
+        "$defs": {
+            "Tree": {
+                "type": "object",
+                "properties": {"children": {"type": "array", "items": {"$ref": "#/$defs/Tree"}}},
+                "required": ["children"],
+                "additionalProperties": False,
+            }
+        },
+    }
+    call = f.prepare('{"tree": {"children": [{"children": []}]}}')
+    assert call.kwargs == {"tree": Tree(children=[Tree(children=[])])}
+    assert prepare_error(f, '{"tree": {"children": [{"children": [1]}]}}') == (
+        "Invalid arguments for tool 'f': 'tree.children[0].children[0]' must be object, got integer"
     )
 
 
@@ -996,13 +1016,16 @@ def _with_context(city: str, context: ToolContext) -> None: ...
         (
             {"function_schema": _schema(WEATHER_PARAMETERS), "func": weather, "desc": "x"},
             "Tool 'weather': unknown key(s) ['desc'] in the tool dict; expected 'name', "
-            "'function_schema', 'func' and optionally 'timeout'",
+            "'function_schema', 'func' and optionally 'timeout' and 'strict'",
         ),
         (
-            {"function_schema": {**_schema(WEATHER_PARAMETERS), "strict": True}, "func": weather},
-            "Tool 'weather': unsupported key(s) ['strict'] in the function schema; expected "
-            "'name', 'description' and 'parameters' (agentfsm validates arguments itself, "
-            "so 'strict' is not needed)",
+            {"function_schema": {**_schema(WEATHER_PARAMETERS), "strict": "yes"}, "func": weather},
+            "Tool 'weather': 'strict' must be true or false, got 'yes'",
+        ),
+        (
+            {"function_schema": {**_schema(WEATHER_PARAMETERS), "examples": []}, "func": weather},
+            "Tool 'weather': unsupported key(s) ['examples'] in the function schema; expected "
+            "'name', 'description', 'parameters' and optionally 'strict'",
         ),
         (
             {
@@ -1143,7 +1166,7 @@ def test_prepare_non_object_arguments_are_refused(arguments: str, kind: str) -> 
         ({}, "missing required argument 'city'"),
         ({"city": "Oslo", "days": "3"}, "'days' must be integer, got string"),
         ({"city": "Oslo", "days": True}, "'days' must be integer, got boolean"),
-        ({"city": "Oslo", "days": 3.0}, "'days' must be integer, got number"),
+        ({"city": "Oslo", "days": 3.5}, "'days' must be integer, got number"),
         ({"city": 7}, "'city' must be string, got integer"),
         ({"city": "Oslo", "ratio": "1"}, "'ratio' must be number, got string"),
         (
@@ -1173,6 +1196,13 @@ def test_prepare_messages_tell_the_model_what_to_fix(arguments: Any, problem: st
     assert prepare_error(get_weather, json.dumps(arguments)) == (
         f"Invalid arguments for tool 'get_weather': {problem}"
     )
+
+
+def test_prepare_accepts_integral_floats_for_integers() -> None:
+    """3.0 is an integer (JSON Schema 2020-12): an int parameter receives 3."""
+    call = get_weather.prepare('{"city": "a", "days": 3.0}')
+    assert call.kwargs == {"city": "a", "days": 3}
+    assert type(call.kwargs["days"]) is int
 
 
 def test_prepare_accepts_integers_and_floats_for_numbers() -> None:
@@ -1351,7 +1381,7 @@ def test_prepare_converts_to_the_annotated_types() -> None:
             "unit": "f",
             "level": 2,
             "point": {"x": 1},
-            "box": {"corner": {"x": 2, "y": 3}, "tags": ["a", "a"]},
+            "box": {"corner": {"x": 2, "y": 3}, "tags": ["a", "b"]},
             "pair": [1, "b"],
             "many": ["c", "f"],
             "labels": ["x", "y"],
@@ -1372,7 +1402,7 @@ def test_prepare_converts_to_the_annotated_types() -> None:
         "unit": Unit.F,
         "level": Level.HIGH,
         "point": Point(x=1, y=0.0),
-        "box": Box(corner=Point(x=2, y=3.0), tags={"a"}),
+        "box": Box(corner=Point(x=2, y=3.0), tags={"a", "b"}),
         "pair": (1, "b"),
         "many": (Unit.C, Unit.F),
         "labels": {"x", "y"},
@@ -1432,7 +1462,11 @@ def _minimal_convert_all_arguments() -> dict[str, Any]:
             {"secret": {"token": "t", "kind": "basic"}},
             "'secret' is invalid: 'kind' must be in ['api', 'oauth'] (got 'basic')",
         ),
-        ({"day": "yesterday"}, "'day' is invalid: Invalid isoformat string: 'yesterday'"),
+        ({"day": "yesterday"}, "'day' must be a valid date or datetime, input is too short"),
+        (
+            {"labels": ["x", "x"]},
+            "'labels' must not repeat items: items 0 and 1 are equal",
+        ),
     ],
 )
 def test_conversion_failures_are_argument_errors(change: dict[str, Any], problem: str) -> None:
