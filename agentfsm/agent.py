@@ -35,6 +35,7 @@ from agentfsm.errors import (
     RunInProgressError,
 )
 from agentfsm.executor import Batch, ToolExecutor
+from agentfsm.guards import Guard
 from agentfsm.hooks import EventSink, Hook, _Emitter, _Hooks
 from agentfsm.messages import (
     ContentPart,
@@ -105,6 +106,9 @@ class Agent(Generic[OutputT]):
         tool_registry: ``@tool`` functions, ``Tool`` objects, plain functions, or
             ``{"name", "function_schema", "func"}`` dicts.
         execute_function_concurrently: run one message's tool calls at the same time.
+        guards: checks of your own on the run (``agentfsm.Guard``, ``loop_breaker()``):
+            checked after agentfsm's guards, in the order given; one that holds stops the
+            run with ``stop_reason="guard"`` (see :mod:`agentfsm.guards`).
         strict_tools: send every tool's schema in OpenAI's strict form (the server then
             guarantees the arguments match); a tool that cannot be strict is refused with
             ``ToolDefinitionError`` saying why. ``@tool(strict=True)`` does it per tool.
@@ -171,6 +175,7 @@ class Agent(Generic[OutputT]):
         tool_registry: Iterable[Tool | Mapping[str, Any] | Callable[..., Any]] | None = None,
         execute_function_concurrently: bool = True,
         strict_tools: bool = False,
+        guards: Sequence[Guard] | None = None,
         hooks: Mapping[str, Hook | Sequence[Hook]] | None = None,
         raise_hook_errors: bool = False,
         context_handling_method: str = "accurate",
@@ -325,6 +330,7 @@ class Agent(Generic[OutputT]):
             sleep=sleep,
             streaming=self._streaming,
             max_completion_tokens=max_completion_tokens,
+            guards=_guards(guards),
         )
 
     @property
@@ -802,6 +808,30 @@ def _check_owner(conversation: Conversation, user_id: str | None) -> None:
         raise ChatAccessError(
             conversation.chat_id, f"chat {conversation.chat_id!r} belongs to another user"
         )
+
+
+def _guards(guards: Sequence[Guard] | None) -> tuple[Guard, ...]:
+    """The user's guards, checked: ``Guard`` objects with distinct names.
+
+    Raises:
+        ConfigurationError: not a list of ``Guard``, or two with one name.
+    """
+    if guards is None:
+        return ()
+    require(
+        isinstance(guards, Sequence) and not isinstance(guards, (str, bytes)),
+        "guards must be a list of agentfsm.Guard",
+    )
+    for i, item in enumerate(guards):
+        require(
+            isinstance(item, Guard),
+            f"guards[{i}] must be an agentfsm.Guard (or @guard / loop_breaker()), "
+            f"got {type(item).__name__}",
+        )
+    names = [g.name for g in guards]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    require(not twice, f"two guards share a name {twice}: a stopped chat records the name")
+    return tuple(guards)
 
 
 _PART_TYPES = typing.get_args(ContentPart)

@@ -33,6 +33,7 @@ __all__ = [
     "FunctionCallEndEvent",
     "FunctionCallErrorEvent",
     "FunctionCallStartEvent",
+    "GuardTrippedEvent",
     "Hook",
     "InvalidOutputEvent",
     "ManualStopEvent",
@@ -424,6 +425,32 @@ def _last_answer(conversation: Conversation) -> str:
 
 
 @attrs.frozen(kw_only=True)
+class GuardTrippedEvent(Event):
+    """``on_guard_tripped``: a guard of yours (``guards=[...]``) stopped the run.
+
+    Attributes:
+        name: the guard's name.
+        message: what it said, if anything.
+        phase: the phase the run was in.
+    """
+
+    name: str
+    message: str | None
+    phase: Phase
+
+    @classmethod
+    def from_stop(cls, fields: Mapping[str, Any], facts: StopFacts) -> GuardTrippedEvent:
+        """The event of a user guard that stopped the run."""
+        trip = facts.conversation.guard
+        return cls(
+            **fields,
+            name=trip.name if trip is not None else "",
+            message=trip.message if trip is not None else None,
+            phase=facts.phase,
+        )
+
+
+@attrs.frozen(kw_only=True)
 class FinalResponseEvent(Event):
     """``on_final_response``: a run finished (``done`` or ``stopped``).
 
@@ -451,6 +478,7 @@ HOOK_EVENTS: Mapping[str, type[Event]] = {
     "on_fallback": FallbackEvent,
     "on_budget_exceeded": BudgetExceededEvent,
     "on_invalid_output": InvalidOutputEvent,
+    "on_guard_tripped": GuardTrippedEvent,
 }
 
 Hook = Callable[[Any], Any]

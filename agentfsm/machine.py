@@ -24,6 +24,7 @@ from agentfsm.messages import AssistantMessage, Message, ToolCall, unanswered_re
 from agentfsm.state import (
     Conversation,
     ErrorInfo,
+    GuardTrip,
     Phase,
     RequestRecord,
     StopReason,
@@ -37,6 +38,7 @@ __all__ = [
     "GUARDS",
     "NEW_RUN",
     "Answer",
+    "Checked",
     "ContextReady",
     "FinalAnswer",
     "Guard",
@@ -51,6 +53,7 @@ __all__ = [
     "Runtime",
     "ToolCallsRequested",
     "ToolsFinished",
+    "UserGuardTripped",
     "begin_run",
     "check_tables",
     "interrupt",
@@ -157,6 +160,16 @@ class OutputInvalid(Outcome):
     stop_reason = StopReason.INVALID_OUTPUT
     hook = "on_invalid_output"
     errors: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class UserGuardTripped(Outcome):
+    """A guard of the user's (``guards=[...]``) held: the run stops with ``guard``."""
+
+    reason = "guard"
+    stop_reason = StopReason.GUARD
+    hook = "on_guard_tripped"
+    trip: GuardTrip
 
 
 @attrs.frozen
@@ -284,6 +297,11 @@ class Runtime(Protocol):
         self, conversation: Conversation, calls: Sequence[ToolCall]
     ) -> tuple[Sequence[Message], int, bool]: ...
 
+    async def check_guards(self, conversation: Conversation) -> Checked | _Stopped:
+        """The user's guards of this phase, in order, after agentfsm's own: the first that
+        stops the run, the tool calls they refuse, or ``STOPPED`` if a stop cut a check."""
+        ...
+
     async def warned(self, conversation: Conversation, guard: Guard) -> None:
         """``guard`` held but does not bind: fire its hook (the run goes on)."""
         ...
@@ -297,6 +315,19 @@ class Runtime(Protocol):
 
 
 @attrs.frozen
+class Checked:
+    """What the user's guards of a phase decided.
+
+    Attributes:
+        trip: the guard that stops the run, if one does.
+        refusals: results for tool calls a ``"tools"`` guard refused (they are not run).
+    """
+
+    trip: GuardTrip | None = None
+    refusals: tuple[Message, ...] = ()
+
+
+@attrs.frozen
 class Answer:
     """A model request answered: the message, and the record of the request.
 
@@ -307,6 +338,7 @@ class Answer:
             this is not a final answer).
         repair: the messages that send ``rejected`` back to the model.
         closing: the messages that close an accepted answer (the final-answer tool's result).
+        trip: an ``"output"`` guard that stops the run on this answer.
     """
 
     message: AssistantMessage
@@ -314,6 +346,7 @@ class Answer:
     rejected: tuple[str, ...] | None = None
     repair: tuple[Message, ...] = ()
     closing: tuple[Message, ...] = ()
+    trip: GuardTrip | None = None
 
 
 Action = Callable[[Runtime, Conversation], Awaitable[tuple[Conversation, Outcome]]]
@@ -339,6 +372,8 @@ async def _request_model(rt: Runtime, conv: Conversation) -> tuple[Conversation,
     )
     if reply.message.interrupted:  # a stop cut a streamed answer: its text is kept above
         return conv, Interrupted()
+    if reply.trip is not None:  # an output guard stops the run on this answer
+        return conv, UserGuardTripped(reply.trip)
     if reply.rejected is not None:  # a final answer that does not match the output type
         if conv.output_retries < rt.limits.max_output_retries:
             conv = attrs.evolve(
@@ -384,9 +419,11 @@ EDGES: Mapping[tuple[Phase, type[Outcome]], Phase] = {
     (Phase.AWAITING_MODEL, OutputInvalid): Phase.STOPPED,
     (Phase.AWAITING_MODEL, Interrupted): Phase.STOPPED,
     (Phase.AWAITING_MODEL, GuardTripped): Phase.STOPPED,
+    (Phase.AWAITING_MODEL, UserGuardTripped): Phase.STOPPED,
     (Phase.EXECUTING_TOOLS, ToolsFinished): Phase.TRIMMING_CONTEXT,
     (Phase.EXECUTING_TOOLS, Interrupted): Phase.STOPPED,
     (Phase.EXECUTING_TOOLS, GuardTripped): Phase.STOPPED,
+    (Phase.EXECUTING_TOOLS, UserGuardTripped): Phase.STOPPED,
 }
 """``(phase, outcome type) -> next phase``. A missing key is an illegal move."""
 
@@ -467,6 +504,13 @@ async def step(rt: Runtime, conv: Conversation) -> Conversation:
             if guard.binding(conv, rt.limits):
                 return await _enter(rt, conv, GuardTripped(guard))
             await rt.warned(conv, guard)
+    checked = await rt.check_guards(conv)  # the user's own, after ours
+    if isinstance(checked, _Stopped):
+        return await _enter(rt, conv, Interrupted())
+    if checked.trip is not None:
+        return await _enter(rt, conv, UserGuardTripped(checked.trip))
+    if checked.refusals:  # refused calls are answered now; the action runs the others
+        conv = attrs.evolve(conv, messages=(*conv.messages, *checked.refusals))
     conv, outcome = await ACTIONS[conv.phase](rt, conv)
     return await _enter(rt, conv, outcome)
 
@@ -479,7 +523,7 @@ def begin_run(conv: Conversation, at: float, **changes: Any) -> Conversation:
         IllegalTransitionError: ``conv`` has not finished its run.
     """
     target = _target(NEW_RUN, conv, NewMessage())
-    return _record(conv, target, NewMessage.reason, at, stop_reason=None, **changes)
+    return _record(conv, target, NewMessage.reason, at, stop_reason=None, guard=None, **changes)
 
 
 def run_begun(conv: Conversation) -> TransitionRecord | None:
@@ -507,13 +551,16 @@ async def _enter(rt: Runtime, conv: Conversation, outcome: Outcome) -> Conversat
     if target is Phase.STOPPED and (pending := conv.pending_tool_calls):
         note = f"Not executed: the run stopped ({outcome.reason}) before this call ran."
         messages = (*messages, *unanswered_results({c.id: c.name for c in pending}, note))
+    trip = outcome.trip if isinstance(outcome, UserGuardTripped) else None
     conv = _record(
         conv,
         target,
         outcome.reason,
         rt.now(),
+        guard_name=trip.name if trip is not None else None,
         messages=messages,
         stop_reason=outcome.stop_reason if target.terminal else None,
+        guard=trip,
     )
     await rt.entered(conv, conv.transitions[-1], outcome)
     return conv
@@ -534,10 +581,15 @@ def _target(
 
 
 def _record(
-    conv: Conversation, target: Phase, reason: str, at: float, **changes: Any
+    conv: Conversation,
+    target: Phase,
+    reason: str,
+    at: float,
+    guard_name: str | None = None,
+    **changes: Any,
 ) -> Conversation:
     """Phase, version and transition log, written together (and nowhere else)."""
-    record = TransitionRecord(conv.phase, target, reason, conv.turn, at)
+    record = TransitionRecord(conv.phase, target, reason, conv.turn, at, guard=guard_name)
     return attrs.evolve(
         conv,
         phase=target,

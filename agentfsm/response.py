@@ -10,7 +10,7 @@ from typing_extensions import TypeVar
 
 from agentfsm.errors import InvalidInputError
 from agentfsm.messages import AssistantMessage, UserMessage, messages_to_openai
-from agentfsm.state import Conversation, ErrorInfo, RequestRecord, StopReason, Usage
+from agentfsm.state import Conversation, ErrorInfo, GuardTrip, RequestRecord, StopReason, Usage
 
 __all__ = ["AgentResponse"]
 
@@ -27,6 +27,8 @@ class AgentResponse(Generic[OutputT]):
         output: the final answer: its text ("" when the run ended without one), or with an
             ``output_type`` the validated value of that type (``None`` when the run ended
             without a valid one: read ``stop_reason``).
+        guard: the guard of yours that stopped the run (``stop_reason`` ``guard``): its name
+            and message.
         output_text: the final answer's raw text, always (with ``output_mode="tool"``, the
             final-answer tool's JSON arguments).
         stop_reason: why the run ended.
@@ -63,6 +65,7 @@ class AgentResponse(Generic[OutputT]):
     conversation: Conversation
     finish_reason: str | None = None
     output_text: str = ""
+    guard: GuardTrip | None = None
 
     @classmethod
     def from_conversation(
@@ -104,6 +107,7 @@ class AgentResponse(Generic[OutputT]):
             requests=conversation.run_requests,
             conversation=conversation,
             finish_reason=last.finish_reason if last is not None else None,
+            guard=conversation.guard,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -124,6 +128,7 @@ class AgentResponse(Generic[OutputT]):
             "error": unstructure(self.error) if self.error is not None else None,
             "interrupted": self.interrupted,
             "finish_reason": self.finish_reason,
+            "guard": None if self.guard is None else attrs.asdict(self.guard),
             "cost": str(self.cost),
             "requests": unstructure(self.requests),
             "conversation": unstructure(self.conversation),

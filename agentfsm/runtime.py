@@ -17,6 +17,7 @@ import structlog
 
 from agentfsm import machine
 from agentfsm.context.summary import summary_request
+from agentfsm.guards import Correct, Guard, GuardContext, Refuse
 from agentfsm.hooks import (
     HOOK_EVENTS,
     AfterRequestEvent,
@@ -33,7 +34,7 @@ from agentfsm.hooks import (
     TransitionEvent,
     _Emitter,
 )
-from agentfsm.messages import Message, ToolCall
+from agentfsm.messages import AssistantMessage, Message, ToolCall, ToolMessage, UserMessage
 from agentfsm.output import OutputPlan
 from agentfsm.providers.openai import REQUEST_ERRORS, ModelReply, StreamBuffer, error_info
 from agentfsm.response import AgentResponse
@@ -42,6 +43,7 @@ from agentfsm.state import (
     ContextWindow,
     Conversation,
     ErrorInfo,
+    GuardTrip,
     Phase,
     RequestRecord,
     StopReason,
@@ -287,15 +289,27 @@ class Step:
             for call in message.tool_calls:
                 await events.stream(ToolCallEvent(**events.fields(turn), call=call))
         verdict = plan.check(message) if plan is not None and not message.interrupted else None
-        if verdict is None:
-            return machine.Answer(message, record)
-        return machine.Answer(
-            message,
-            record,
-            rejected=verdict.rejected,
-            repair=verdict.repair,
-            closing=verdict.closing,
+        answer = machine.Answer(message, record)
+        if verdict is not None:
+            answer = attrs.evolve(
+                answer, rejected=verdict.rejected, repair=verdict.repair, closing=verdict.closing
+            )
+        final = not message.interrupted and (
+            bool(answer.closing)
+            if plan is not None and plan.spec.mode == "tool"
+            else not message.tool_calls
         )
+        if final and answer.rejected is None and wiring.has_output_guards:
+            judged = await self._output_guards(conversation, message)
+            if isinstance(judged, _Stopped):
+                return judged
+            if isinstance(judged, GuardTrip):
+                return attrs.evolve(answer, trip=judged)
+            if isinstance(judged, str):  # a correction: the answer goes back, like a repair
+                return attrs.evolve(
+                    answer, rejected=(judged,), repair=(UserMessage(judged),), closing=()
+                )
+        return answer
 
     def _record(
         self,
@@ -491,6 +505,67 @@ class Step:
             turn=conversation.turn,
         )
 
+    # ------------------------------------------------------------------ user guards
+
+    async def check_guards(self, conversation: Conversation) -> machine.Checked | _Stopped:
+        """The user's guards of this phase, in the order given, after agentfsm's own:
+        ``"input"`` and ``"model"`` before a model request, ``"tools"`` before tool calls
+        run. The first that says stop stops the run; ``"tools"`` refusals accumulate."""
+        guards = self.wiring.guards
+        if not guards:
+            return _PASSED
+        phase = conversation.phase
+        if phase is Phase.AWAITING_MODEL:
+            first = conversation.turn == 0 and conversation.output_retries == 0
+            wanted = ("input", "model") if first else ("model",)
+            calls: tuple[ToolCall, ...] = ()
+        elif phase is Phase.EXECUTING_TOOLS:
+            wanted, calls = ("tools",), conversation.pending_tool_calls
+        else:
+            return _PASSED
+        refusals: dict[str, str] = {}
+        for guard in guards:
+            if guard.on not in wanted:
+                continue
+            context = GuardContext(
+                conversation=conversation,
+                checkpoint=guard.on,
+                calls=tuple(c for c in calls if c.id not in refusals),
+            )
+            verdict = await self.watch.run(guard.verdict(context))
+            if isinstance(verdict, _Stopped):
+                return verdict
+            if isinstance(verdict, Refuse) and guard.on == "tools":
+                refusals.update({k: v for k, v in verdict.calls.items() if k not in refusals})
+            elif trip := _trip(guard, verdict):
+                return machine.Checked(trip=trip)
+        names = {c.id: c.name for c in calls}
+        return machine.Checked(
+            refusals=tuple(
+                ToolMessage(i, f"Refused: {why}", tool_name=names.get(i), is_error=True)
+                for i, why in refusals.items()
+                if i in names
+            )
+        )
+
+    async def _output_guards(
+        self, conversation: Conversation, message: AssistantMessage
+    ) -> machine.Answer | GuardTrip | str | _Stopped | None:
+        """The ``"output"`` guards on an answer about to be final: a trip, a correction to
+        send back, ``STOPPED``, or ``None`` (the answer stands)."""
+        for guard in self.wiring.guards:
+            if guard.on != "output":
+                continue
+            context = GuardContext(conversation=conversation, checkpoint="output", answer=message)
+            verdict = await self.watch.run(guard.verdict(context))
+            if isinstance(verdict, _Stopped):
+                return verdict
+            if isinstance(verdict, Correct):
+                return verdict.message
+            if trip := _trip(guard, verdict):
+                return trip
+        return None
+
     # ------------------------------------------------------------------ transitions
 
     async def warned(self, conversation: Conversation, guard: machine.Guard) -> None:
@@ -566,6 +641,17 @@ class Step:
             self.events.fields(conversation.turn), facts
         )
         await self.events.emit(hook, event)
+
+
+_PASSED = machine.Checked()
+
+
+def _trip(guard: Guard, verdict: Any) -> GuardTrip | None:
+    """The stop a guard's verdict asks for: ``True`` or a message stop, falsy goes on."""
+    if not verdict or isinstance(verdict, (Refuse, Correct)):
+        return None
+    message = verdict if isinstance(verdict, str) else guard.message
+    return GuardTrip(name=guard.name, message=message)
 
 
 def _system_text(messages: Sequence[Mapping[str, Any]]) -> str | None:

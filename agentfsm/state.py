@@ -18,6 +18,7 @@ __all__ = [
     "ContextWindow",
     "Conversation",
     "ErrorInfo",
+    "GuardTrip",
     "OutputSpec",
     "Phase",
     "RequestRecord",
@@ -58,6 +59,7 @@ class StopReason(str, enum.Enum):
     CONTEXT_OVERFLOW = "context_overflow"
     ERROR = "error"
     INVALID_OUTPUT = "invalid_output"
+    GUARD = "guard"
 
     def __str__(self) -> str:
         return self.value
@@ -158,6 +160,7 @@ class TransitionRecord:
         reason: why, as a short snake_case word (``tool_calls_requested``, ``max_turns`` …).
         turn: model calls made in the run when the transition happened.
         at: Unix time in seconds.
+        guard: the name of the user guard that caused it (``reason`` is ``guard``).
     """
 
     from_phase: Phase
@@ -165,6 +168,16 @@ class TransitionRecord:
     reason: str
     turn: int
     at: float
+    guard: str | None = attrs.field(default=None, kw_only=True)
+
+
+@attrs.frozen(kw_only=True)
+class GuardTrip:
+    """A user guard that stopped a run: its name (stored, so a resumed chat needs no code)
+    and the message it gave, if any."""
+
+    name: str
+    message: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -203,7 +216,8 @@ class Conversation:
         metadata: the caller's own JSON-ready data, carried along untouched.
         output_spec: what the current run's final answer must be (``None``: any text).
         output_retries: repair messages sent in the current run for answers that did not
-            match ``output_spec``.
+            match ``output_spec`` (or that an output guard corrected).
+        guard: the user guard that stopped the last run (``stop_reason`` ``guard``).
     """
 
     chat_id: str
@@ -232,6 +246,7 @@ class Conversation:
     metadata: Mapping[str, Any] = attrs.field(factory=dict)
     output_spec: OutputSpec | None = None
     output_retries: int = 0
+    guard: GuardTrip | None = None
 
     @property
     def finished(self) -> bool:

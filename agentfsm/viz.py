@@ -51,7 +51,7 @@ class _Edge:
     source: Phase
     target: Phase
     label: str
-    kind: str  # "action", "guard" or "new_run"
+    kind: str  # "action", "guard", "user_guard" or "new_run"
     impossible: str | None = None  # why the agent's configuration rules it out
 
 
@@ -63,11 +63,25 @@ def _edges(agent: Agent | None) -> list[_Edge]:
             for guard in machine.GUARDS:  # priority order
                 if source in guard.phases:
                     edges.append(_Edge(source, target, guard.stop_reason.value, "guard"))
+        elif outcome is machine.UserGuardTripped and agent is not None:
+            for user in agent.wiring.guards:  # each of the agent's guards, where it is checked
+                if source is _USER_GUARD_PHASES[user.on]:
+                    edges.append(_Edge(source, target, f"guard {user.name}", "user_guard"))
+            if not agent.wiring.guards:
+                edges.append(_Edge(source, target, outcome.reason, "user_guard"))
         else:
             edges.append(_Edge(source, target, outcome.reason, "action"))
     for (source, outcome), target in machine.NEW_RUN.items():  # the next user message
         edges.append(_Edge(source, target, outcome.reason, "new_run"))
     return [attrs.evolve(e, impossible=_ruled_out(e, agent)) for e in edges]
+
+
+_USER_GUARD_PHASES = {
+    "input": Phase.AWAITING_MODEL,
+    "model": Phase.AWAITING_MODEL,
+    "output": Phase.AWAITING_MODEL,
+    "tools": Phase.EXECUTING_TOOLS,
+}
 
 
 def _ruled_out(edge: _Edge, agent: Agent | None) -> str | None:
@@ -76,6 +90,8 @@ def _ruled_out(edge: _Edge, agent: Agent | None) -> str | None:
         return None
     if not agent.tools and Phase.EXECUTING_TOOLS in (edge.source, edge.target):
         return "no tools"
+    if edge.kind == "user_guard" and not agent.wiring.guards:
+        return "no guards"
     if edge.kind != "guard":
         return None
     if edge.label == StopReason.BUDGET_EXCEEDED.value and not _budget_possible(agent):

@@ -12,6 +12,7 @@ import attrs
 from agentfsm.context import ContextSettings
 from agentfsm.errors import ConfigurationError
 from agentfsm.executor import ToolExecutor
+from agentfsm.guards import Guard
 from agentfsm.hooks import _Hooks
 from agentfsm.machine import Limits
 from agentfsm.messages import messages_to_openai
@@ -82,6 +83,7 @@ class Wiring:
         sleep: waits between retries (tests inject a fake one).
         streaming: requests stream their answers.
         max_completion_tokens: the cap on each answer's tokens (counted into the context).
+        guards: the user's guards, in the order given.
     """
 
     name: str
@@ -103,6 +105,12 @@ class Wiring:
     sleep: Callable[[float], Awaitable[None]]
     streaming: bool
     max_completion_tokens: int | None
+    guards: tuple[Guard, ...] = ()
+
+    @property
+    def has_output_guards(self) -> bool:
+        """Some guard checks answers about to be final."""
+        return any(g.on == "output" for g in self.guards)
 
     @property
     def counter(self) -> TokenCounter:

@@ -9,6 +9,14 @@ import agentfsm
 import agentfsm.testing
 
 PUBLIC = {
+    "GuardTrip",
+    "GuardTrippedEvent",
+    "loop_breaker",
+    "guard",
+    "Refuse",
+    "GuardContext",
+    "Guard",
+    "Correct",
     "UnsupportedTypeError",
     "SchemaValidationError",
     "OutputSpec",
@@ -149,6 +157,7 @@ def test_phase_and_stop_reason_values_are_stable() -> None:
         "context_overflow",
         "error",
         "invalid_output",
+        "guard",
     }
 
 

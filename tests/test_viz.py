@@ -7,7 +7,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from agentfsm import AsyncOpenAISimpleAgent, Phase, StopReason, tool
+from agentfsm import AsyncOpenAISimpleAgent, Guard, Phase, StopReason, loop_breaker, tool
 from agentfsm.machine import EDGES, GUARDS, NEW_RUN, GuardTripped
 from agentfsm.testing import FakeClock, ScriptedOpenAIServer, call, fault, text, tool_calls
 from agentfsm.viz import (
@@ -124,6 +124,8 @@ def test_a_bare_agent_greys_tools_budget_function_calls_and_overflow() -> None:
         ("executing_tools", "trimming_context", "tools_finished", "no tools"),
         ("executing_tools", "stopped", "user_stop", "no tools"),
         ("executing_tools", "stopped", "max_function_calls", "no tools"),
+        ("awaiting_model", "stopped", "guard", "no guards"),
+        ("executing_tools", "stopped", "guard", "no tools"),
     }
     mermaid = machine_mermaid(agent)
     assert "    awaiting_model --> stopped: budget_exceeded (impossible, no budget)" in mermaid
@@ -144,21 +146,29 @@ def test_tools_without_a_function_call_limit_grey_only_that_guard() -> None:
         ("awaiting_model", "stopped", "budget_exceeded", "no budget"),
         ("awaiting_model", "stopped", "context_overflow", "no context limits"),
         ("executing_tools", "stopped", "max_function_calls", "no max_function_calls"),
+        ("awaiting_model", "stopped", "guard", "no guards"),
+        ("executing_tools", "stopped", "guard", "no guards"),
     }
     assert "class executing_tools" not in machine_mermaid(agent)
 
 
 def test_a_fully_configured_agent_greys_nothing() -> None:
-    """Tools, a function-call limit, a budget and a context limit make every edge possible."""
+    """Tools, a function-call limit, a budget, a context limit and guards make every edge
+    possible; the guard edges carry the guards' names."""
     agent = _agent(
         tool_registry=[get_weather],
         max_function_calls=5,
         pricing={"input_per_million": 1, "output_per_million": 2},
         budget_control={"max_budget_for_this_chat": 1},
         max_context_length=8000,
+        guards=[Guard("cap", lambda ctx: False), loop_breaker()],
     )
     assert _impossible(agent) == set()
-    assert machine_mermaid(agent) == machine_mermaid()
+    drawn = machine_mermaid(agent)
+    assert "impossible" not in drawn
+    assert drawn.replace("guard cap", "guard").replace("guard loop_breaker", "guard") == (
+        machine_mermaid()
+    )
 
 
 def test_pricing_alone_keeps_the_budget_edge_for_per_call_budgets() -> None:
