@@ -26,7 +26,7 @@ import attrs
 import httpx2 as httpx  # the HTTP library of the installed openai SDK
 import openai
 
-from agentfsm import AsyncOpenAISimpleAgent, tool
+from agentfsm import AsyncOpenAISimpleAgent, Guard, loop_breaker, tool
 
 SYSTEM = "You are a helpful assistant."
 QUESTION = "what is the weather in tokyo"
@@ -198,6 +198,21 @@ async def main(conversations: int, concurrent: int, rounds: int) -> None:
         async def via_agent() -> str:
             return (await agent.send_message(QUESTION, user_id="u1")).output
 
+        guarded = AsyncOpenAISimpleAgent(
+            model="scripted-model",
+            client=client(),
+            system_prompt=SYSTEM,
+            tool_registry=[get_weather],
+            guards=[  # three cheap guards: the input, every request, the tool calls
+                Guard("moderation", lambda ctx: "forbidden" in ctx.user_message, on="input"),
+                Guard("cap", lambda ctx: ctx.conversation.turn > 8),
+                loop_breaker(),
+            ],
+        )
+
+        async def via_agent_guarded() -> str:
+            return (await guarded.send_message(QUESTION, user_id="u1")).output
+
         async def via_agent_typed() -> str:
             response = await agent.send_message(QUESTION, output_type=WeatherReport)
             return response.output.conditions
@@ -205,6 +220,7 @@ async def main(conversations: int, concurrent: int, rounds: int) -> None:
         cases: dict[str, tuple[Callable[[], Awaitable[str]], Callable[[], Awaitable[str]]]] = {
             "": (lambda: raw_conversation(raw_client), via_agent),
             ", typed": (lambda: raw_conversation(raw_client, typed=True), via_agent_typed),
+            ", 3 guards": (lambda: raw_conversation(raw_client), via_agent_guarded),
         }
         best: dict[tuple[str, str], list[float]] = {}
         for _ in range(rounds):  # interleave, so drift in the machine hits both alike
@@ -215,7 +231,8 @@ async def main(conversations: int, concurrent: int, rounds: int) -> None:
                     best.setdefault((who, f"{concurrent} concurrent" + suffix), []).append(p)
         print(f"one-tool conversation, {conversations} sequential / {concurrent} concurrent,")
         print(f"best of {rounds} rounds, CPU ms per conversation (client process only);")
-        print("'typed': a structured WeatherReport answer (response_format + validation)")
+        print("'typed': a structured WeatherReport answer (response_format + validation);")
+        print("'3 guards': the plain conversation with three cheap user guards")
         print(f"{'':28}{'raw openai':>12}{'agentfsm':>12}{'ratio':>8}")
         for suffix in cases:
             for kind in ("sequential", f"{concurrent} concurrent"):
