@@ -33,6 +33,7 @@ from agentfsm.errors import (
     InvalidInputError,
     ModelRequestError,
     RunInProgressError,
+    ToolDefinitionError,
 )
 from agentfsm.executor import Batch, ToolExecutor
 from agentfsm.guards import Guard
@@ -103,8 +104,9 @@ class Agent(Generic[OutputT]):
             request or tools are running.
         max_turns: model calls allowed per run.
         max_function_calls: tool calls allowed per run (``None``: no limit).
-        tool_registry: ``@tool`` functions, ``Tool`` objects, plain functions, or
-            ``{"name", "function_schema", "func"}`` dicts.
+        tool_registry: ``@tool`` functions, ``Tool`` objects, plain functions,
+            ``{"name", "function_schema", "func"}`` dicts, or tool servers
+            (``agentfsm.mcp.MCPServer``), whose tools are listed when a run starts.
         execute_function_concurrently: run one message's tool calls at the same time.
         guards: checks of your own on the run (``agentfsm.Guard``, ``loop_breaker()``):
             checked after agentfsm's guards, in the order given; one that holds stops the
@@ -243,7 +245,9 @@ class Agent(Generic[OutputT]):
             "default_encoding must be a tiktoken encoding name such as 'o200k_base'",
         )
         require(isinstance(strict_tools, bool), "strict_tools must be True or False")
-        self.tools: tuple[Tool, ...] = tools_from_registry(tool_registry, strict=strict_tools)
+        registry, self._tool_sources = _split_sources(tool_registry)
+        self.tools: tuple[Tool, ...] = tools_from_registry(registry, strict=strict_tools)
+        self._own_tools = self.tools
         self.store = store
         self.retry_strategy = RetryStrategy.from_value(retry_strategy)
         require(
@@ -346,10 +350,41 @@ class Agent(Generic[OutputT]):
         )
 
     async def aclose(self) -> None:
-        """Close the HTTP client the agent created (a client passed as ``client=`` is yours)."""
+        """Close the HTTP client the agent created (a client passed as ``client=`` is yours)
+        and the tool servers of ``tool_registry`` (MCP sessions and processes)."""
+        for source in self._tool_sources:
+            await source.aclose()
         for slot in self.wiring.slots:
             if slot.owns_client:
                 await slot.model.client.close()
+
+    async def _load_tools(self) -> None:
+        """The tools of the registry's tool servers (MCP), listed (cached by each server) and
+        added to the agent's own, before a run starts or steps.
+
+        Raises:
+            ToolDefinitionError: a server's tool has the name of another tool.
+        """
+        if not self._tool_sources:
+            return
+        listed: list[Tool] = list(self._own_tools)
+        for source in self._tool_sources:
+            listed.extend(await source.list_tools())
+        tools = tuple(listed)
+        if tools == self.wiring.tools:
+            return
+        names = [t.name for t in tools]
+        if twice := sorted({n for n in names if names.count(n) > 1}):
+            raise ToolDefinitionError(
+                twice[0], "two tools of the registry (or its tool servers) share this name"
+            )
+        self.tools = tools
+        self.wiring = attrs.evolve(
+            self.wiring,
+            tools=tools,
+            tool_schemas=tuple(t.to_openai() for t in tools),
+            executor=ToolExecutor(tools, concurrently=self.wiring.executor.concurrently),
+        )
 
     async def __aenter__(self: _AgentT) -> _AgentT:
         return self
@@ -461,6 +496,7 @@ class Agent(Generic[OutputT]):
             ConversationFinishedError: the conversation is ``done`` or ``stopped``.
             ConcurrentUpdateError: another worker saved this chat meanwhile (with a store).
         """
+        await self._load_tools()
         return await self._step(conversation, debug_print, None)
 
     def _runtime(
@@ -708,11 +744,13 @@ class Agent(Generic[OutputT]):
     ) -> Conversation:
         """``start``, reading the chat from the store first and saving the new run there.
 
-        The shared stop signal of the chat is cleared only once the run really starts: a
-        message refused because a run is in progress leaves that run's stop request alone.
+        The tool servers' tools are listed first. The shared stop signal of the chat is
+        cleared only once the run really starts: a message refused because a run is in
+        progress leaves that run's stop request alone.
         """
         if chat_id is not None and (not isinstance(chat_id, str) or not chat_id):
             raise InvalidInputError("chat_id must be a non-empty string")
+        await self._load_tools()
         if chat_id is None and conversation is not None:
             chat_id = conversation.chat_id
         store, stored = self.store, None
@@ -770,6 +808,7 @@ class Agent(Generic[OutputT]):
         stored = await self.store.load(chat_id)
         if stored is None:
             raise ChatAccessError(chat_id, f"chat {chat_id!r} is not in the store")
+        await self._load_tools()
         _check_owner(stored, user_id)
         return await self._run(stored, debug_print, None)
 
@@ -808,6 +847,18 @@ def _check_owner(conversation: Conversation, user_id: str | None) -> None:
         raise ChatAccessError(
             conversation.chat_id, f"chat {conversation.chat_id!r} belongs to another user"
         )
+
+
+def _split_sources(
+    registry: Iterable[Any] | None,
+) -> tuple[list[Any] | None, tuple[Any, ...]]:
+    """The registry's tools apart from its tool servers (objects with ``list_tools`` and
+    ``aclose``, such as ``agentfsm.mcp.MCPServer``), whose tools are listed at run start."""
+    if registry is None or isinstance(registry, (str, bytes, Mapping)):
+        return registry, ()  # type: ignore[return-value]  # tools_from_registry refuses it
+    items = list(registry)
+    sources = tuple(i for i in items if hasattr(i, "list_tools") and hasattr(i, "aclose"))
+    return [i for i in items if not any(i is s for s in sources)], sources
 
 
 def _guards(guards: Sequence[Guard] | None) -> tuple[Guard, ...]:
