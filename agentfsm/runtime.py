@@ -8,6 +8,7 @@ partial results (a cut stream, a cancelled batch) travel as return values.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -532,7 +533,7 @@ class Step:
                 checkpoint=guard.on,
                 calls=tuple(c for c in calls if c.id not in refusals),
             )
-            verdict = await self.watch.run(guard.verdict(context))
+            verdict = await self._verdict(guard, context)
             if isinstance(verdict, _Stopped):
                 return verdict
             if isinstance(verdict, Refuse) and guard.on == "tools":
@@ -548,6 +549,13 @@ class Step:
             )
         )
 
+    async def _verdict(self, guard: Guard, context: GuardContext) -> Any:
+        """A guard's verdict; an async check runs under the stop watch (a stop cuts it)."""
+        verdict = guard.check(context)
+        if inspect.isawaitable(verdict):
+            return await self.watch.run(verdict)
+        return verdict
+
     async def _output_guards(
         self, conversation: Conversation, message: AssistantMessage
     ) -> machine.Answer | GuardTrip | str | _Stopped | None:
@@ -557,7 +565,7 @@ class Step:
             if guard.on != "output":
                 continue
             context = GuardContext(conversation=conversation, checkpoint="output", answer=message)
-            verdict = await self.watch.run(guard.verdict(context))
+            verdict = await self._verdict(guard, context)
             if isinstance(verdict, _Stopped):
                 return verdict
             if isinstance(verdict, Correct):
