@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import CoreSchema, core_schema
 
+from agentfsm.schema._checks import json_kind
 from agentfsm.schema._docstrings import parse_docstring
 from agentfsm.schema._strict import StrictError, only_value, ordered
 
@@ -181,18 +182,13 @@ def _json_default(value: Any) -> tuple[bool, Any]:
     return False, None
 
 
+_SCALARS = frozenset({"null", "boolean", "integer", "number", "string"})
+
+
 def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    return ""
+    """The JSON type of an enum value when it is a scalar, else "" (no ``type`` then)."""
+    kind = json_kind(value)
+    return kind if kind in _SCALARS else ""
 
 
 def _enum_of(values: list[Any]) -> dict[str, Any]:
