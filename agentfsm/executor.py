@@ -118,6 +118,7 @@ class ToolExecutor:
     ) -> None:
         """Validate, run and record one call; every failure becomes a result the model reads."""
         began = time.perf_counter()
+        context = attrs.evolve(context, call_id=call.id)  # each call knows its own id
         tool = self.tools.get(call.name)
         try:
             if tool is None:

@@ -313,7 +313,13 @@ async def test_model_cannot_pass_injected_identity(
         response = await make_agent(tool_registry=[whoami], agent_name="A").send_message(
             "who am i", user_id="u1", chat_id="c1"
         )
-    assert seen == [("u1", "c1", ToolContext(chat_id="c1", user_id="u1", agent_name="A", turn=1))]
+    assert seen == [
+        (
+            "u1",
+            "c1",
+            ToolContext(chat_id="c1", user_id="u1", agent_name="A", turn=1, call_id="call_1"),
+        )
+    ]
     assert response.history[2]["content"] == "u1"
     assert {
         "event": "injected_arguments_ignored",

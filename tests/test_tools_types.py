@@ -367,3 +367,28 @@ def test_dict_schemas_use_every_supported_keyword(schema: Any, value: Any, probl
     with pytest.raises(ToolArgumentError) as info:
         _dict_tool(schema).prepare({"x": value})
     assert str(info.value) == f"Invalid arguments for tool 'check': {problem}"
+
+
+async def test_each_call_knows_its_own_call_id(server: Any, make_agent: Any) -> None:
+    """``ToolContext.call_id`` is the id of the call being served, per call of a batch."""
+    from agentfsm import tool
+    from agentfsm.testing import call, text, tool_calls
+
+    seen: list[tuple[str, str | None]] = []
+
+    @tool
+    def charge(amount: int, context: ToolContext) -> str:
+        """Charges an amount."""
+        seen.append((str(amount), context.call_id))
+        return "charged"
+
+    server.add(
+        tool_calls(
+            call("charge", {"amount": 1}, id="c-1"), call("charge", {"amount": 2}, id="c-2")
+        ),
+        text("done"),
+    )
+    await make_agent(tool_registry=[charge], execute_function_concurrently=False).send_message(
+        "pay"
+    )
+    assert seen == [("1", "c-1"), ("2", "c-2")]

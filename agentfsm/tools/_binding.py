@@ -46,12 +46,16 @@ class ToolContext:
         user_id: the user the conversation belongs to, if the caller gave one.
         agent_name: the name of the agent running the tool.
         turn: the number of model calls made so far in the current run.
+        call_id: the id of the tool call this context serves (the one its result answers):
+            a key for a tool with side effects to deduplicate on, since a run resumed after a
+            crash may run a call again with the same id.
     """
 
     chat_id: str
     user_id: str | None
     agent_name: str
     turn: int
+    call_id: str | None = attrs.field(default=None, kw_only=True)
 
 
 @attrs.frozen
