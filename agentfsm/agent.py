@@ -40,6 +40,7 @@ from agentfsm.guards import Guard
 from agentfsm.hooks import EventSink, Hook, _Emitter, _Hooks
 from agentfsm.messages import (
     ContentPart,
+    Message,
     TextPart,
     UserMessage,
     _content_from_openai,
@@ -602,15 +603,13 @@ class Agent(Generic[OutputT]):
         if store is None:
             return
         try:
+            results: tuple[Message, ...] = ()
+            executed = 0
             if batch is not None:
                 context = runtime.tool_context(conversation)
                 await self.wiring.executor.report_cancelled(batch, context, runtime.events)
-                conversation = attrs.evolve(
-                    conversation,
-                    messages=(*conversation.messages, *batch.results),
-                    function_calls=conversation.function_calls + batch.executed,
-                )
-            stopped = await machine.interrupt(runtime, conversation, "cancelled")
+                results, executed = batch.results, batch.executed
+            stopped = await machine.interrupt(runtime, conversation, "cancelled", results, executed)
             await store.save(stopped, expected)
         except Exception as error:  # a lost race or a store error: resume() still works
             log.warning("abandoned_run_not_saved", chat_id=conversation.chat_id, error=str(error))

@@ -18,7 +18,6 @@ answer run, ``"output"`` on an answer about to become final.
 
 from __future__ import annotations
 
-import inspect
 import json
 import re
 from collections import Counter
@@ -133,13 +132,6 @@ class Guard:
     check: GuardCheck = attrs.field(validator=_check_callable)
     on: Checkpoint = attrs.field(default="model", validator=_check_on, kw_only=True)
     message: str | None = attrs.field(default=None, kw_only=True)
-
-    async def verdict(self, context: GuardContext) -> Any:
-        """What the check decided (awaited when it is async)."""
-        result = self.check(context)
-        if inspect.isawaitable(result):
-            result = await result
-        return result
 
 
 def guard(

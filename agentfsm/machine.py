@@ -391,12 +391,17 @@ async def _request_model(rt: Runtime, conv: Conversation) -> tuple[Conversation,
 
 async def _execute_tools(rt: Runtime, conv: Conversation) -> tuple[Conversation, Outcome]:
     results, executed, stopped = await rt.execute(conv, conv.pending_tool_calls)
-    conv = attrs.evolve(
+    conv = _with_results(conv, results, executed)
+    return conv, Interrupted() if stopped else ToolsFinished()
+
+
+def _with_results(conv: Conversation, results: Sequence[Message], executed: int) -> Conversation:
+    """``conv`` with a batch's tool results added and its executed calls counted."""
+    return attrs.evolve(
         conv,
         messages=(*conv.messages, *results),
         function_calls=conv.function_calls + executed,
     )
-    return conv, Interrupted() if stopped else ToolsFinished()
 
 
 ACTIONS: Mapping[Phase, Action] = {
@@ -538,10 +543,18 @@ def run_begun(conv: Conversation) -> TransitionRecord | None:
     return None
 
 
-async def interrupt(rt: Runtime, conv: Conversation, source: str) -> Conversation:
-    """``conv`` moved to ``stopped`` / ``user_stop`` without running its phase's action: for
-    a run whose caller was cancelled mid-step (the state before the step is consistent)."""
-    return await _enter(rt, conv, Interrupted(source))
+async def interrupt(
+    rt: Runtime,
+    conv: Conversation,
+    source: str,
+    results: Sequence[Message] = (),
+    executed: int = 0,
+) -> Conversation:
+    """``conv`` moved to ``stopped`` / ``user_stop`` without finishing its phase's action: for
+    a run whose caller was cancelled mid-step (the state before the step is consistent).
+    ``results`` / ``executed``: what a tool batch cut by the cancel had done, kept as the
+    action would have kept it."""
+    return await _enter(rt, _with_results(conv, results, executed), Interrupted(source))
 
 
 async def _enter(rt: Runtime, conv: Conversation, outcome: Outcome) -> Conversation:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping, Sequence
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -117,9 +116,7 @@ class Step:
         if not wiring.context.trims:  # every message goes as is
             return conversation
         reserve = self._output_tokens(wiring.counter)
-        window = wiring.fit(conversation, reserve=reserve)
-        if window is None:  # pragma: no cover - trims, so a window
-            return conversation
+        window = wiring.window(conversation, reserve=reserve)
         dropped = _left_out(window)
         previous = conversation.context
         sent_before = set(previous.selected) if previous is not None else set()
@@ -142,8 +139,7 @@ class Step:
                         summary=summary,
                         summary_upto=max(unsummarized) + 1,
                     )
-                    # the summary costs tokens too
-                    window = wiring.fit(conversation, reserve=reserve) or window
+                    window = wiring.window(conversation, reserve=reserve)  # the summary costs too
         await self._report_fit(conversation, window, newly, summary, error)
         limit = wiring.context.max_context_length or 0
         overflow = (
@@ -214,11 +210,10 @@ class Step:
                 "summary_failed", chat_id=self.chat_id, error_type=info.type, status=info.status
             )
             return info
-        price = wiring.slots[0].price
         record = RequestRecord(
             model=reply.model,
             usage=reply.usage,
-            cost=price(reply.model, reply.usage) if price is not None else Decimal(0),
+            cost=wiring.slots[0].cost(reply.model, reply.usage),
             duration=wiring.clock() - began,
             at=wiring.clock(),
         )
@@ -289,18 +284,15 @@ class Step:
         if events.streaming:
             for call in message.tool_calls:
                 await events.stream(ToolCallEvent(**events.fields(turn), call=call))
-        verdict = plan.check(message) if plan is not None and not message.interrupted else None
         answer = machine.Answer(message, record)
+        if message.interrupted:  # the machine stops the run and keeps the text as it is
+            return answer
+        verdict = plan.check(message) if plan is not None else None
         if verdict is not None:
             answer = attrs.evolve(
                 answer, rejected=verdict.rejected, repair=verdict.repair, closing=verdict.closing
             )
-        final = not message.interrupted and (
-            bool(answer.closing)
-            if plan is not None and plan.spec.mode == "tool"
-            else not message.tool_calls
-        )
-        if final and answer.rejected is None and wiring.has_output_guards:
+        if wiring.has_output_guards and answer.rejected is None and _final(answer, plan):
             judged = await self._output_guards(conversation, message)
             if isinstance(judged, _Stopped):
                 return judged
@@ -342,11 +334,10 @@ class Step:
                 completion_tokens=completion,
                 total_tokens=prompt + completion,
             )
-        price = answered.slot.price
         return RequestRecord(
             model=reply.model,
             usage=usage,
-            cost=price(reply.model, usage) if price is not None else Decimal(0),
+            cost=answered.slot.cost(reply.model, usage),
             attempts=answered.attempts,
             duration=duration,
             at=wiring.clock(),
@@ -558,7 +549,7 @@ class Step:
 
     async def _output_guards(
         self, conversation: Conversation, message: AssistantMessage
-    ) -> machine.Answer | GuardTrip | str | _Stopped | None:
+    ) -> GuardTrip | str | _Stopped | None:
         """The ``"output"`` guards on an answer about to be final: a trip, a correction to
         send back, ``STOPPED``, or ``None`` (the answer stands)."""
         for guard in self.wiring.guards:
@@ -652,6 +643,13 @@ class Step:
 
 
 _PASSED = machine.Checked()
+
+
+def _final(answer: machine.Answer, plan: OutputPlan | None) -> bool:
+    """The answer ends the run if accepted: no tool calls, or the final-answer tool's."""
+    if plan is not None and plan.spec.mode == "tool":
+        return bool(answer.closing)
+    return not answer.message.tool_calls
 
 
 def _trip(guard: Guard, verdict: Any) -> GuardTrip | None:

@@ -43,6 +43,10 @@ class ModelSlot:
     price: Callable[[str, Usage], Decimal] | None
     owns_client: bool
 
+    def cost(self, model: str, usage: Usage) -> Decimal:
+        """What ``usage`` of ``model`` costs at this slot's prices (0 without pricing)."""
+        return self.price(model, usage) if self.price is not None else Decimal(0)
+
 
 def lazy_counter(method: str, model: str, default_encoding: str) -> Callable[[], TokenCounter]:
     """The token counter of ``method``, built on first use (tiktoken loads its encoding then,
@@ -133,13 +137,15 @@ class Wiring:
         """The primary model has pricing, so costs are counted (and budgets can apply)."""
         return self.slots[0].price is not None
 
-    def fit(
+    def fit(self, conversation: Conversation, summary: str | None = None) -> ContextWindow | None:
+        """What of ``conversation`` fits the context settings (``None``: all of it, as is)."""
+        return self.window(conversation, summary) if self.context.trims else None
+
+    def window(
         self, conversation: Conversation, summary: str | None = None, reserve: int = 0
-    ) -> ContextWindow | None:
-        """What of ``conversation`` fits the context settings (``None``: all of it, as is);
-        ``reserve``: tokens the request adds besides messages and tools (a response format)."""
-        if not self.context.trims:
-            return None
+    ) -> ContextWindow:
+        """The context window of ``conversation`` under the context settings; ``reserve``:
+        tokens the request adds besides messages and tools (a response format)."""
         from agentfsm.context import trimming  # loads with the first trim
 
         fitted = trimming.fit(
