@@ -14,6 +14,7 @@ from agentfsm.agents import (
     StreamEvent,
 )
 from agentfsm.budget import Budget, Pricing
+from agentfsm.composition import child_chat_id, load_children
 from agentfsm.errors import (
     AgentFSMError,
     ChatAccessError,
@@ -24,6 +25,7 @@ from agentfsm.errors import (
     IllegalTransitionError,
     InvalidHistoryError,
     InvalidInputError,
+    LeaseLostError,
     MachineDefinitionError,
     MalformedReplyError,
     MediaError,
@@ -33,6 +35,7 @@ from agentfsm.errors import (
     SchemaValidationError,
     SerializationError,
     StoreError,
+    SubAgentError,
     ToolArgumentError,
     ToolDefinitionError,
     UnknownHookError,
@@ -159,6 +162,7 @@ __all__ = [
     "InvalidHistoryError",
     "InvalidInputError",
     "InvalidOutputEvent",
+    "LeaseLostError",
     "MachineDefinitionError",
     "MalformedReplyError",
     "ManualStopEvent",
@@ -182,6 +186,7 @@ __all__ = [
     "StopReason",
     "StoreError",
     "StreamEvent",
+    "SubAgentError",
     "SystemMessage",
     "TextPart",
     "TokenEvent",
@@ -200,8 +205,10 @@ __all__ = [
     "Usage",
     "UserMessage",
     "__version__",
+    "child_chat_id",
     "dumps",
     "guard",
+    "load_children",
     "loads",
     "loop_breaker",
     "tool",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import sys
 import time
@@ -14,11 +15,14 @@ from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeGuard, overload
 
 import attrs
 import openai
-import structlog
 from typing_extensions import TypeVar
 
-from agentfsm import machine
+from agentfsm import machine, recovery
+from agentfsm._child import link_of, spent_between
+from agentfsm._log import get_logger
 from agentfsm.budget import Budget, PricingLike, pricing_function
+from agentfsm.checkpoints import ResultCheckpoints
+from agentfsm.composition import agent_tool
 from agentfsm.configure import (
     build_params,
     check_arguments,
@@ -40,7 +44,6 @@ from agentfsm.guards import Guard
 from agentfsm.hooks import EventSink, Hook, _Emitter, _Hooks
 from agentfsm.messages import (
     ContentPart,
-    Message,
     TextPart,
     UserMessage,
     _content_from_openai,
@@ -52,9 +55,11 @@ from agentfsm.providers.openai import OpenAIChatModel
 from agentfsm.response import AgentResponse
 from agentfsm.retry import RetryStrategy
 from agentfsm.runtime import Step
-from agentfsm.state import ContextWindow, Conversation, StopReason
+from agentfsm.state import ContextWindow, Conversation, Phase, StopReason
 from agentfsm.stop import StopSignalFunction, _StopBoard, _StopSignal
 from agentfsm.tools import Tool, tools_from_registry
+from agentfsm.tools._threads import DEFAULT_TOOL_THREADS, ToolThreads
+from agentfsm.tracing import NO_TRACING, Tracer, TracingFactory
 from agentfsm.usage import Usage
 from agentfsm.wiring import ModelSlot, Wiring, lazy_counter
 
@@ -65,7 +70,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Agent", "UserInput"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 _AgentT = TypeVar("_AgentT", bound="Agent[Any]")
 OutputT = TypeVar("OutputT", default=str)
@@ -147,6 +152,12 @@ class Agent(Generic[OutputT]):
             after every transition (compare-and-set on its version).
         clock: the time source for transition timestamps (tests inject a fake one).
         sleep: the coroutine that waits between retries (tests inject a fake one).
+        tool_threads: how many sync tool calls of this agent may run at once, each in a
+            thread of the agent's own pool (``None``: ``min(32, CPUs + 4)``, the standard
+            library's default). A stopped call's thread cannot be killed: it finishes on its
+            own, outside this count (see the Tools page).
+        tracing: spans for runs, transitions, model requests and tool calls:
+            ``agentfsm.otel.Tracing()`` (extra ``agentfsm[otel]``); ``None`` records none.
 
     Raises:
         ConfigurationError: any value that cannot work, named with what is allowed.
@@ -202,6 +213,8 @@ class Agent(Generic[OutputT]):
         store: Store | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        tool_threads: int | None = None,
+        tracing: TracingFactory | None = None,
     ) -> None:
         require(isinstance(model, str) and model.strip() != "", "model must be a non-empty string")
         require(
@@ -250,6 +263,7 @@ class Agent(Generic[OutputT]):
         self.tools: tuple[Tool, ...] = tools_from_registry(registry, strict=strict_tools)
         self._own_tools = self.tools
         self.store = store
+        self.lease_owner = recovery.worker_id()  # this worker, in the leases of its runs
         self.retry_strategy = RetryStrategy.from_value(retry_strategy)
         require(
             request_timeout is None
@@ -307,6 +321,7 @@ class Agent(Generic[OutputT]):
             *fallback_slots(fallback_models, primary_client, params, price),
         )
         self.max_completion_tokens = max_completion_tokens
+        tracer = _tracer(tracing, agent_name, agent_description, model, priced=price is not None)
         self.wiring = Wiring(
             name=agent_name,
             model=model,
@@ -316,7 +331,12 @@ class Agent(Generic[OutputT]):
             counter_factory=lazy_counter(self.context.method, model, default_encoding),
             tools=self.tools,
             tool_schemas=tuple(t.to_openai() for t in self.tools),
-            executor=ToolExecutor(self.tools, concurrently=execute_function_concurrently),
+            executor=ToolExecutor(
+                self.tools,
+                concurrently=execute_function_concurrently,
+                threads=_tool_threads(tool_threads, agent_name),
+                tracer=tracer,
+            ),
             hooks=_Hooks(hooks, raise_errors=bool(raise_hook_errors)),
             stop_board=_StopBoard(),
             stop_signal=(
@@ -336,6 +356,7 @@ class Agent(Generic[OutputT]):
             streaming=self._streaming,
             max_completion_tokens=max_completion_tokens,
             guards=_guards(guards),
+            tracer=tracer,
         )
 
     @property
@@ -358,6 +379,8 @@ class Agent(Generic[OutputT]):
         for slot in self.wiring.slots:
             if slot.owns_client:
                 await slot.model.client.close()
+        if self.wiring.executor.threads is not None:
+            self.wiring.executor.threads.shutdown()  # idle threads exit, busy ones when done
 
     async def _load_tools(self) -> None:
         """The tools of the registry's tool servers (MCP), listed (cached by each server) and
@@ -384,7 +407,7 @@ class Agent(Generic[OutputT]):
             self.wiring,
             tools=tools,
             tool_schemas=tuple(t.to_openai() for t in tools),
-            executor=ToolExecutor(tools, concurrently=self.wiring.executor.concurrently),
+            executor=self.wiring.executor.with_tools(tools),
         )
 
     async def __aenter__(self: _AgentT) -> _AgentT:
@@ -498,15 +521,32 @@ class Agent(Generic[OutputT]):
             ConcurrentUpdateError: another worker saved this chat meanwhile (with a store).
         """
         await self._load_tools()
-        return await self._step(conversation, debug_print, None)
+        with self.wiring.tracer.run(conversation, "step") as trace, recovery.by_hand():
+            stepped = await self._step(conversation, debug_print, None)
+            trace.finished(stepped)
+        return stepped
 
     def _runtime(
-        self, conversation: Conversation, debug_print: bool, sink: EventSink | None
+        self,
+        conversation: Conversation,
+        debug_print: bool,
+        sink: EventSink | None,
+        checkpoints: ResultCheckpoints | None = None,
     ) -> Step:
-        """The runtime of one step of ``conversation``: the wiring, and where events go."""
+        """The runtime of one step of ``conversation``: the wiring, and where events go
+        (``checkpoints``: where each finished tool result is saved as it comes)."""
         wiring = self.wiring
+        link = link_of(conversation)
         events = _Emitter(
-            wiring.hooks, wiring.clock, self.name, conversation, debug=debug_print, sink=sink
+            wiring.hooks,
+            wiring.clock,
+            self.name,
+            conversation,
+            debug=debug_print,
+            sink=sink,
+            parent=None if link is None else link.events,
+            parent_chat_id=None if link is None else link.parent_chat_id,
+            progress=None if checkpoints is None else checkpoints.add,
         )
         return Step(wiring, conversation, events, self._plan_for(conversation))
 
@@ -537,6 +577,15 @@ class Agent(Generic[OutputT]):
     async def _step(
         self, conversation: Conversation, debug_print: bool, sink: EventSink | None
     ) -> Conversation:
+        """One transition (``_transition``) in its tracing span."""
+        with self.wiring.tracer.transition(conversation) as trace:
+            stepped = await self._transition(conversation, debug_print, sink)
+            trace.finished(stepped)
+        return stepped
+
+    async def _transition(
+        self, conversation: Conversation, debug_print: bool, sink: EventSink | None
+    ) -> Conversation:
         """One transition, checkpointed with a store.
 
         A caller cancelled mid-step (a web framework does that when its client disconnects)
@@ -544,16 +593,35 @@ class Agent(Generic[OutputT]):
         the tool results that finished are kept, and a save the cancel caught half-way still
         lands before the run is stopped from what was saved.
         """
-        runtime = self._runtime(conversation, debug_print, sink)
+        store = self.store
+        checkpoints = None
+        if store is not None and conversation.phase is Phase.EXECUTING_TOOLS:
+            owner = recovery.owner(self)
+
+            async def save(partial: Conversation, expected: int) -> None:
+                await recovery.save(store, partial, expected, owner)
+
+            checkpoints = ResultCheckpoints(conversation, save)
+        runtime = self._runtime(conversation, debug_print, sink, checkpoints)
         try:
-            stepped = await machine.step(runtime, conversation)
+            action = machine.step(runtime, conversation)
+            owner = recovery.owner(self)
+            stepped = await recovery.renewing(self.store, conversation.chat_id, owner, action)
         except asyncio.CancelledError as error:
-            if self.store is not None:
+            if store is not None:
                 batch = getattr(error, "agentfsm_batch", None)
-                await asyncio.shield(self._abandon(runtime, conversation, batch))
+                base = conversation
+                if checkpoints is not None:  # the batch as it began, at the stored version
+                    stored = await checkpoints.settle()
+                    base = attrs.evolve(conversation, version=stored.version)
+                await asyncio.shield(self._abandon(runtime, base, batch))
             raise
-        if self.store is not None:
-            await self._checkpoint(self.store, runtime, stepped, conversation)
+        if store is not None:
+            previous = conversation
+            if checkpoints is not None:  # results were saved one by one: save over them
+                previous = await checkpoints.settle()
+                stepped = attrs.evolve(stepped, version=previous.version + 1)
+            await self._checkpoint(store, runtime, stepped, previous)
         return stepped
 
     async def _checkpoint(
@@ -570,7 +638,15 @@ class Agent(Generic[OutputT]):
         a running phase with no worker running it.
         """
         expected = previous.version if previous is not None else None
-        save = asyncio.ensure_future(store.save(conversation, expected))
+        if self.wiring.context.trims:
+            # Count the new messages now, so their stored rows carry their token counts (a
+            # checkpoint writes each message once; the next trim needs the counts anyway).
+            count = self.wiring.counter.count_message
+            for message in conversation.messages[len(previous.messages) if previous else 0 :]:
+                count(message)
+        save = asyncio.ensure_future(
+            recovery.save(store, conversation, expected, recovery.owner(self))
+        )
         try:
             await asyncio.shield(save)
         except asyncio.CancelledError:
@@ -603,14 +679,11 @@ class Agent(Generic[OutputT]):
         if store is None:
             return
         try:
-            results: tuple[Message, ...] = ()
-            executed = 0
             if batch is not None:
                 context = runtime.tool_context(conversation)
                 await self.wiring.executor.report_cancelled(batch, context, runtime.events)
-                results, executed = batch.results, batch.executed
-            stopped = await machine.interrupt(runtime, conversation, "cancelled", results, executed)
-            await store.save(stopped, expected)
+            stopped = await machine.interrupt(runtime, conversation, "cancelled", batch)
+            await recovery.save(store, stopped, expected, recovery.owner(self))
         except Exception as error:  # a lost race or a store error: resume() still works
             log.warning("abandoned_run_not_saved", chat_id=conversation.chat_id, error=str(error))
 
@@ -623,9 +696,18 @@ class Agent(Generic[OutputT]):
     async def _iter(
         self, conversation: Conversation, debug_print: bool, sink: EventSink | None
     ) -> AsyncIterator[Conversation]:
-        """The one loop over ``step()``: iter, run, send_message and stream_message use it."""
+        """The one loop over ``step()``: iter, run, send_message and stream_message use it.
+
+        A sub-agent's run (``as_tool``) charges what each step spent to its caller's batch
+        as it goes, so a stop of the caller loses none of it."""
+        link = link_of(conversation)
         while not conversation.finished:
-            conversation = await self._step(conversation, debug_print, sink)
+            stepped = await self._step(conversation, debug_print, sink)
+            if link is not None and (
+                stepped.usage != conversation.usage or stepped.cost != conversation.cost
+            ):
+                link.charge(*spent_between(conversation, stepped))
+            conversation = stepped
             yield conversation
 
     async def run(self, conversation: Conversation, *, debug_print: bool = False) -> Conversation:
@@ -636,8 +718,10 @@ class Agent(Generic[OutputT]):
         self, conversation: Conversation, debug_print: bool, sink: EventSink | None
     ) -> Conversation:
         last = conversation
-        async for last in self._iter(conversation, debug_print, sink):  # noqa: B007
-            pass
+        with self.wiring.tracer.run(conversation, "run") as trace:
+            async for last in self._iter(conversation, debug_print, sink):  # noqa: B007
+                pass
+            trace.finished(last)
         return last
 
     def response(
@@ -809,7 +893,47 @@ class Agent(Generic[OutputT]):
             raise ChatAccessError(chat_id, f"chat {chat_id!r} is not in the store")
         await self._load_tools()
         _check_owner(stored, user_id)
+        await recovery.take_over(self.store, chat_id, self.lease_owner)
+        if stored.phase is Phase.EXECUTING_TOOLS:
+            # The batch is taken up again: its unfinished calls run as a new attempt.
+            again = attrs.evolve(
+                stored, tool_attempt=stored.tool_attempt + 1, version=stored.version + 1
+            )
+            await recovery.save(self.store, again, stored.version, self.lease_owner)
+            stored = again
         return await self._run(stored, debug_print, None)
+
+    async def recover(
+        self, *, limit: int = 100, on_lost: recovery.OnLost = "resume"
+    ) -> list[Conversation]:
+        """Resume the chats of the store whose worker died mid-run (see docs/recovery.md).
+
+        The store hands this worker, atomically, up to ``limit`` chats in a running phase
+        that no live lease covers; each goes to one caller only, however many workers call
+        ``recover()`` at once. Each is resumed as ``resume()`` would (its tool calls run
+        again: at-least-once), or, with ``on_lost="stop"``, stopped with stop reason
+        ``worker_lost`` for its user to retry. A chat that fails to recover is logged and
+        left to a later call (its lease runs out).
+
+        Returns:
+            The recovered conversations, as their runs ended.
+
+        Raises:
+            ConfigurationError: no store, a store without leases, or a bad ``on_lost``.
+        """
+        return await recovery.recover(self, limit=limit, on_lost=on_lost)
+
+    def recovering(
+        self, every: float = 30.0, *, limit: int = 100, on_lost: recovery.OnLost = "resume"
+    ) -> contextlib.AbstractAsyncContextManager[None]:
+        """``async with agent.recovering(every=30):`` runs ``recover()`` every ``every``
+        seconds while the block runs (a worker's background duty). Leaving the block stops
+        the sweeps and waits for the chats being recovered to finish.
+
+        Raises:
+            ConfigurationError: no store, a store without leases, or bad settings.
+        """
+        return recovery.recovering(self, every, limit=limit, on_lost=on_lost)
 
     async def _run_started(
         self, conv: Conversation, debug_print: bool, sink: EventSink | None
@@ -826,6 +950,56 @@ class Agent(Generic[OutputT]):
         next step of that chat; starting a new run clears it.
         """
         self.wiring.stop_board.request(chat_id)
+
+    def as_tool(
+        self,
+        name: str | None = None,
+        description: str | None = None,
+        *,
+        output_type: Any = None,
+        input_type: Any = None,
+        timeout: float | None = None,
+    ) -> Tool:
+        """This agent as a tool another agent can call: each call is a run of this agent.
+
+        The run is a child chat, ``f"{caller's chat}/{call id}"``, of the caller's user. A stop
+        of the caller stops it at once (with a store, saved stopped); what it spends counts in
+        the caller's totals and budget, step by step; its events reach the caller's hooks too,
+        with ``parent_chat_id`` and ``depth``; with a store it is saved like any chat, and a
+        caller resumed after a crash picks it up where it was instead of starting it again.
+        An answer becomes the tool's result; a run that ends without one becomes an error
+        result the calling model reads (``SubAgentError``).
+
+        Args:
+            name: the tool's name; defaults to the agent's name.
+            description: what the agent does, for the calling model; defaults to its
+                ``agent_description``, else the first line of its system prompt.
+            output_type: the type of the child's answer (see ``output_type=`` on the agent);
+                the tool returns it as JSON. ``None``: the agent's own (its text by default).
+            input_type: the type of the tool's ``input`` argument (a pydantic model, an attrs
+                class, a TypedDict…), sent to the child as JSON; ``None``: a plain string.
+            timeout: seconds a call may take.
+
+        Raises:
+            ToolDefinitionError: the name is not a valid tool name, or ``input_type`` has no
+                JSON Schema.
+        """
+        return agent_tool(
+            self,
+            name=self.name if name is None else name,
+            description=self._describe() if description is None else description,
+            output_type=output_type,
+            input_type=input_type,
+            timeout=timeout,
+        )
+
+    def _describe(self) -> str:
+        """What a tool made of this agent says it does."""
+        if self.description:
+            return self.description
+        lines = self.system_prompt.strip().splitlines()
+        first = lines[0].strip() if lines else ""
+        return first or f"Ask the {self.name} agent."
 
     # ------------------------------------------------------------------ requests
 
@@ -882,6 +1056,43 @@ def _guards(guards: Sequence[Guard] | None) -> tuple[Guard, ...]:
     twice = sorted({n for n in names if names.count(n) > 1})
     require(not twice, f"two guards share a name {twice}: a stopped chat records the name")
     return tuple(guards)
+
+
+def _tool_threads(size: int | None, agent_name: str) -> ToolThreads:
+    """The agent's pool for sync tools, of ``size`` threads (``None``: the stdlib default).
+
+    Raises:
+        ConfigurationError: ``size`` is not a positive integer.
+    """
+    require(
+        size is None or (isinstance(size, int) and not isinstance(size, bool) and size >= 1),
+        f"tool_threads must be None or an integer >= 1, got {size!r}",
+    )
+    return ToolThreads(size or DEFAULT_TOOL_THREADS, name=f"agentfsm-{agent_name}-tool")
+
+
+def _tracer(
+    tracing: TracingFactory | None,
+    agent_name: str,
+    agent_description: str,
+    model: str,
+    *,
+    priced: bool,
+) -> Tracer:
+    """The agent's tracer: ``tracing`` bound to the agent, or none.
+
+    Raises:
+        ConfigurationError: ``tracing`` is not a tracing factory (``agentfsm.otel.Tracing``).
+    """
+    if tracing is None:
+        return NO_TRACING
+    require(
+        callable(getattr(tracing, "bind", None)),
+        f"tracing must be agentfsm.otel.Tracing(...) or None, got {type(tracing).__name__}",
+    )
+    return tracing.bind(
+        agent_name=agent_name, agent_description=agent_description, model=model, priced=priced
+    )
 
 
 _PART_TYPES = typing.get_args(ContentPart)

@@ -1,4 +1,5 @@
-"""The ``agentfsm`` command: ``demo``, ``graph``, ``inspect`` and ``chat``."""
+"""The ``agentfsm`` command: ``demo``, ``graph``, ``inspect``, ``chat``, ``migrate`` and
+``recover``."""
 
 from __future__ import annotations
 
@@ -67,6 +68,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(_inspect(args.chat_id, args.store, mermaid=args.mermaid))
         elif args.command == "chat":
             asyncio.run(_chat(args))
+        elif args.command == "migrate":
+            _check_sqlite_file(args.store)
+            asyncio.run(_migrate(args.store))
+        elif args.command == "recover":
+            _check_sqlite_file(args.store)
+            asyncio.run(_recover(args.store, args.agent, args.on_lost, args.limit))
     except KeyboardInterrupt:
         return 130
     except _CommandError as error:
@@ -125,6 +132,39 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("--store", required=True, metavar="URL", help=_STORE_FORMS)
     inspect.add_argument(
         "--mermaid", action="store_true", help="print the run as a Mermaid diagram instead"
+    )
+
+    migrate = commands.add_parser(
+        "migrate",
+        help="rewrite the chats an agentfsm 0.1.0 stored whole in today's layout",
+        description="Rewrite every chat stored whole (agentfsm 0.1.0) as a header and its "
+        "items, at the same version; safe while workers use the store. Each chat is also "
+        "migrated by its first save, so this is optional.",
+    )
+    migrate.add_argument("--store", required=True, metavar="URL", help=_STORE_FORMS)
+
+    recover = commands.add_parser(
+        "recover",
+        help="resume (or stop) the chats whose worker died mid-run",
+        description="Take the chats of the store that are mid-run with no live lease (their "
+        "worker died) and resume them with your agent, each exactly once however many "
+        "workers recover at the same time; print each and how it ended.",
+    )
+    recover.add_argument("--store", required=True, metavar="URL", help=_STORE_FORMS)
+    recover.add_argument(
+        "--agent",
+        required=True,
+        metavar="MODULE:NAME",
+        help="the agent (and its tools) that runs the chats, e.g. myapp.agents:agent",
+    )
+    recover.add_argument(
+        "--on-lost",
+        choices=("resume", "stop"),
+        default="resume",
+        help="resume each chat (default), or stop it with stop reason worker_lost",
+    )
+    recover.add_argument(
+        "--limit", type=int, default=100, help="the most chats to take (default: 100)"
     )
 
     chat = commands.add_parser(
@@ -308,21 +348,66 @@ def _open_store(url: str) -> Store:
     raise _CommandError(f"--store {url!r} is not a store URL: use {_STORE_FORMS}")
 
 
+# --------------------------------------------------------------------------- migrate
+
+
+async def _migrate(url: str) -> None:
+    store = _open_store(url)
+    async with store:
+        count = await store.migrate()  # type: ignore[attr-defined]
+    print(f"migrated {count} chat{'' if count == 1 else 's'} in {url}")
+
+
+async def _recover(url: str, agent_ref: str, on_lost: str, limit: int) -> None:
+    agent = _import_agent(agent_ref)
+    store = _open_store(url)
+    async with store:
+        agent.store = store  # the store named on the command line, whatever the agent had
+        try:
+            recovered = await agent.recover(limit=limit, on_lost=on_lost)  # type: ignore[arg-type]
+        finally:
+            await agent.aclose()
+    for conversation in recovered:
+        reason = conversation.stop_reason.value if conversation.stop_reason else "running"
+        print(f"{conversation.chat_id}: {conversation.phase.value} ({reason})")
+    print(f"recovered {len(recovered)} chat{'' if len(recovered) == 1 else 's'}")
+
+
 # --------------------------------------------------------------------------- inspect
 
 
 async def _inspect(chat_id: str, url: str, *, mermaid: bool) -> None:
+    from agentfsm.composition import load_children
     from agentfsm.viz import run_mermaid
 
     store = _open_store(url)
     async with store:
         conversation = await store.load(chat_id)
-    if conversation is None:
-        raise _CommandError(f"chat {chat_id!r} is not in the store {url}")
+        if conversation is None:
+            raise _CommandError(f"chat {chat_id!r} is not in the store {url}")
+        children = await load_children(store, conversation)
     if mermaid:
-        sys.stdout.write(run_mermaid(conversation))
+        sys.stdout.write(run_mermaid(conversation, children))
     else:
         print(_describe(conversation))
+        if children:
+            print(_describe_children(conversation.chat_id, children))
+
+
+def _describe_children(chat_id: str, children: Mapping[str, Conversation]) -> str:
+    """The sub-agent chats of ``chat_id`` (agents run as tools), one line each, nested."""
+    lines = [f"\nsub-agent chats ({len(children)})"]
+    for child_id in sorted(children):
+        child = children[child_id]
+        depth = child_id[len(chat_id) :].count("/")
+        status = child.phase.value
+        if child.stop_reason is not None:
+            status += f" ({child.stop_reason.value})"
+        lines.append(
+            f"  {'  ' * (depth - 1)}{child_id}  {child.agent_name}  {status}  "
+            f"{child.usage.total_tokens} tokens  ${child.cost}"
+        )
+    return "\n".join(lines)
 
 
 def _describe(conv: Conversation) -> str:

@@ -23,6 +23,8 @@ Normal endings of a run (a user stop, a budget, max turns, a failed request) are
     │   ├── RunInProgressError                start() on a conversation that has not finished
     │   ├── ModelRequestError                 a model request failed for good
     │   │                                     (only with ``raise_on_error=True``)
+    │   ├── SubAgentError                     an agent run as a tool ended without an answer
+    │   │                                     (never raised to the caller: the model reads it)
     │   └── IllegalTransitionError            a move the machine's table does not have
     ├── MalformedReplyError                   a server answered 200 with something that is not
     │                                         a chat completion (the run stops with ``error``)
@@ -30,6 +32,7 @@ Normal endings of a run (a user stop, a budget, max turns, a failed request) are
     ├── SerializationError (ValueError)       a payload dumps/loads cannot read
     └── StoreError                            a store could not do what was asked
         └── ConcurrentUpdateError             another writer saved the chat first
+            └── LeaseLostError                another worker took the chat's lease over
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ __all__ = [
     "IllegalTransitionError",
     "InvalidHistoryError",
     "InvalidInputError",
+    "LeaseLostError",
     "MachineDefinitionError",
     "MalformedReplyError",
     "MediaError",
@@ -55,6 +59,7 @@ __all__ = [
     "SchemaValidationError",
     "SerializationError",
     "StoreError",
+    "SubAgentError",
     "ToolArgumentError",
     "ToolDefinitionError",
     "UnknownHookError",
@@ -237,6 +242,28 @@ class ModelRequestError(RunError):
         self.status: int | None = error.status
 
 
+class SubAgentError(RunError):
+    """An agent run as a tool (``Agent.as_tool``) ended without an answer: a stop, max turns,
+    a budget, a failed request.
+
+    Raised inside the tool call, it becomes the error result the calling model reads.
+
+    Attributes:
+        response: the sub-agent's ``AgentResponse`` (its stop reason, error and usage).
+    """
+
+    def __init__(self, name: str, response: Any) -> None:
+        reason = response.stop_reason.value if response.stop_reason is not None else "unknown"
+        detail = f": {response.error.message}" if response.error is not None else ""
+        text = response.output_text
+        partial = f" Its last text: {text[:500]}" if text else ""
+        super().__init__(
+            response.chat_id,
+            f"sub-agent {name!r} stopped without an answer ({reason}{detail}).{partial}",
+        )
+        self.response = response
+
+
 class IllegalTransitionError(RunError):
     """A move the machine's table does not have: ``(phase, outcome)`` has no edge.
 
@@ -319,3 +346,28 @@ class ConcurrentUpdateError(StoreError):
         )
         self.expected_version = expected_version
         self.actual_version = actual_version
+
+
+class LeaseLostError(ConcurrentUpdateError):
+    """Another worker holds the chat's lease: it took the run over (``recover()`` or
+    ``resume()``), so this worker's save was refused and its run stops. Nothing was written.
+
+    Attributes:
+        chat_id: the conversation concerned.
+        expected_version: the version the save expected.
+        actual_version: the version stored when the save ran.
+        holder: the worker that holds the lease now.
+    """
+
+    def __init__(
+        self, chat_id: str, expected_version: int | None, actual_version: int | None, holder: str
+    ) -> None:
+        StoreError.__init__(
+            self,
+            f"chat {chat_id!r} is leased to another worker ({holder!r}), which took its run "
+            "over; this worker's save was refused and its run stops",
+            chat_id,
+        )
+        self.expected_version = expected_version
+        self.actual_version = actual_version
+        self.holder = holder

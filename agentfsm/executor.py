@@ -6,11 +6,12 @@ import asyncio
 import json
 import time
 from collections.abc import Mapping, Sequence
+from decimal import Decimal
 from typing import Any
 
 import attrs
-import structlog
 
+from agentfsm._log import get_logger
 from agentfsm.errors import ToolArgumentError
 from agentfsm.hooks import (
     Emitter,
@@ -21,10 +22,14 @@ from agentfsm.hooks import (
 from agentfsm.messages import ToolCall, ToolMessage
 from agentfsm.stop import _Stopped, _StopWatch
 from agentfsm.tools import Tool, ToolContext, format_result
+from agentfsm.tools._binding import Ledger
+from agentfsm.tools._threads import ToolThreads
+from agentfsm.tracing import NO_TRACING, Tracer
+from agentfsm.usage import Usage
 
 __all__ = ["CANCELLED_RESULT", "Batch", "ToolExecutor"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 CANCELLED_RESULT = "Cancelled: the run was stopped before this call finished."
 
@@ -39,6 +44,8 @@ class Batch:
         stopped: a stop cut the batch short.
         unfinished: calls that got the cancelled result (their results are still to stream).
         cancelled: those of them that had started (their error hooks are still to fire).
+        usage: tokens the calls reported spending (``ToolContext.charge``: sub-agents).
+        cost: USD the calls reported spending.
     """
 
     results: tuple[ToolMessage, ...]
@@ -46,16 +53,33 @@ class Batch:
     stopped: bool
     unfinished: tuple[ToolCall, ...] = ()
     cancelled: tuple[ToolCall, ...] = ()
+    usage: Usage = attrs.field(factory=Usage)
+    cost: Decimal = Decimal(0)
 
 
 class ToolExecutor:
     """Runs tool calls concurrently or one by one; every call gets exactly one result."""
 
-    __slots__ = ("concurrently", "tools")
+    __slots__ = ("concurrently", "threads", "tools", "tracer")
 
-    def __init__(self, tools: Sequence[Tool], *, concurrently: bool) -> None:
+    def __init__(
+        self,
+        tools: Sequence[Tool],
+        *,
+        concurrently: bool,
+        threads: ToolThreads | None = None,
+        tracer: Tracer = NO_TRACING,
+    ) -> None:
         self.tools: Mapping[str, Tool] = {t.name: t for t in tools}
         self.concurrently = concurrently
+        self.threads = threads  # sync tools run here (None: the pool shared outside agents)
+        self.tracer = tracer
+
+    def with_tools(self, tools: Sequence[Tool]) -> ToolExecutor:
+        """This executor for ``tools`` instead (same concurrency, threads and tracer)."""
+        return ToolExecutor(
+            tools, concurrently=self.concurrently, threads=self.threads, tracer=self.tracer
+        )
 
     async def run(
         self,
@@ -72,6 +96,8 @@ class ToolExecutor:
         """
         results: dict[str, ToolMessage] = {}
         started: dict[str, float] = {}
+        ledger = Ledger(events)
+        context = attrs.evolve(context, ledger=ledger)
 
         async def run_all() -> None:
             if self.concurrently and len(calls) > 1:
@@ -85,9 +111,9 @@ class ToolExecutor:
         try:
             stopped = isinstance(await watch.run(run_all()), _Stopped)
         except asyncio.CancelledError as error:
-            error.agentfsm_batch = _settle(calls, results, started, stopped=True)  # type: ignore[attr-defined]
+            error.agentfsm_batch = _settle(calls, results, started, ledger, stopped=True)  # type: ignore[attr-defined]
             raise
-        batch = _settle(calls, results, started, stopped=stopped)
+        batch = _settle(calls, results, started, ledger, stopped=stopped)
         await self.report_cancelled(batch, context, events, started)
         return batch
 
@@ -106,7 +132,7 @@ class ToolExecutor:
                 began = (started or {}).get(call.id, time.perf_counter())
                 error = asyncio.CancelledError()
                 await _report_error(events, context, call, {}, error, result, began)
-            await events.tool_result(result, context.turn)
+            await events.tool_result(result, context.turn, finished=False)
 
     async def _run_one(
         self,
@@ -160,7 +186,8 @@ class ToolExecutor:
             )
         started[call.id] = began
         try:
-            value = await tool.invoke(prepared, context)
+            with self.tracer.tool_call(call, tool, context):  # the tool runs in its span
+                value = await tool.invoke(prepared, context, threads=self.threads)
             content = _sendable(format_result(value))
         except Exception as error:
             results[call.id] = _error_result(call, f"Error: {type(error).__name__}: {error}")
@@ -190,11 +217,12 @@ def _settle(
     calls: Sequence[ToolCall],
     results: Mapping[str, ToolMessage],
     started: Mapping[str, float],
+    ledger: Ledger,
     *,
     stopped: bool,
 ) -> Batch:
     """The batch as it stands, in call order: a cancelled result for every call that did not
-    finish (started or not)."""
+    finish (started or not), and what the calls reported spending."""
     unfinished = tuple(c for c in calls if c.id not in results)
     return Batch(
         results=tuple(results.get(c.id) or _error_result(c, CANCELLED_RESULT) for c in calls),
@@ -202,6 +230,8 @@ def _settle(
         stopped=stopped,
         unfinished=unfinished,
         cancelled=tuple(c for c in unfinished if c.id in started),
+        usage=ledger.usage,
+        cost=ledger.cost,
     )
 
 

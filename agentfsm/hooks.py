@@ -10,8 +10,8 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 import attrs
-import structlog
 
+from agentfsm._log import get_logger
 from agentfsm.budget import Budget
 from agentfsm.errors import ConfigurationError, HookError, UnknownHookError
 from agentfsm.messages import AssistantMessage, Message, ToolCall, ToolMessage
@@ -47,7 +47,7 @@ __all__ = [
     "TransitionEvent",
 ]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 @attrs.frozen(kw_only=True)
@@ -60,6 +60,9 @@ class Event:
         agent_name: the agent running it.
         turn: model calls made in the current run.
         at: Unix time in seconds.
+        parent_chat_id: for a run of an agent used as another agent's tool
+            (``Agent.as_tool``), the chat of the run that called it; ``None`` otherwise.
+        depth: 0 for a run a caller started, 1 for its sub-agents' runs, and so on.
     """
 
     chat_id: str
@@ -67,6 +70,8 @@ class Event:
     agent_name: str
     turn: int
     at: float
+    parent_chat_id: str | None = None
+    depth: int = 0
 
 
 @attrs.frozen(kw_only=True)
@@ -541,6 +546,9 @@ class Emitter(Protocol):
     """Where the runtime and the tool executor send events: the hooks, the stream's consumer
     and the ``debug_print`` trace. What an event says never depends on who listens."""
 
+    depth: int
+    """0 for a run a caller started; a sub-agent's run is one deeper than its caller's."""
+
     def wants(self, name: str) -> bool:
         """True if anyone listens to hook ``name`` (so its event is worth building)."""
         ...
@@ -557,19 +565,35 @@ class Emitter(Protocol):
         """Hand ``event`` to the stream's consumer, if there is one."""
         ...
 
-    async def tool_result(self, message: ToolMessage, turn: int) -> None:
-        """A tool call has its result: tell the stream's consumer, if there is one."""
+    async def tool_result(self, message: ToolMessage, turn: int, *, finished: bool = True) -> None:
+        """A tool call has its result: tell the stream's consumer, if there is one, and (for
+        a call that ran to an end, ``finished``) checkpoint it."""
         ...
 
 
 EventSink = Callable[[Event], Awaitable[None]]
 """Where a streamed run sends its events (the consumer of ``stream_message``)."""
 
+ResultSink = Callable[[ToolMessage], Awaitable[None]]
+"""Where a finished tool result goes as soon as it exists (a per-call checkpoint)."""
+
 
 class _Emitter:
     """The :class:`Emitter` of one step: one chat's identity bound to the agent's hooks."""
 
-    __slots__ = ("_agent_name", "_chat_id", "_clock", "_debug", "_hooks", "_sink", "_user_id")
+    __slots__ = (
+        "_agent_name",
+        "_chat_id",
+        "_clock",
+        "_debug",
+        "_hooks",
+        "_parent",
+        "_parent_chat_id",
+        "_sink",
+        "_user_id",
+        "depth",
+        "progress",
+    )
 
     def __init__(
         self,
@@ -580,6 +604,9 @@ class _Emitter:
         *,
         debug: bool = False,
         sink: EventSink | None = None,
+        parent: Emitter | None = None,
+        parent_chat_id: str | None = None,
+        progress: ResultSink | None = None,
     ) -> None:
         self._hooks = hooks
         self._clock = clock
@@ -588,6 +615,12 @@ class _Emitter:
         self._user_id = conversation.user_id
         self._debug = _DebugPrinter() if debug else None
         self._sink = sink
+        # A sub-agent's run (Agent.as_tool): its events also reach the calling run's hooks.
+        self._parent = parent
+        self._parent_chat_id = parent_chat_id
+        self.depth = 0 if parent is None else parent.depth + 1
+        # With a store: each finished tool result is checkpointed as it comes.
+        self.progress = progress
 
     @property
     def streaming(self) -> bool:
@@ -595,27 +628,39 @@ class _Emitter:
         return self._sink is not None
 
     def wants(self, name: str) -> bool:
-        return self._debug is not None or self._hooks.wants(name)
+        return (
+            self._debug is not None
+            or self._hooks.wants(name)
+            or (self._parent is not None and self._parent.wants(name))
+        )
 
     def fields(self, turn: int) -> dict[str, Any]:
-        return {
+        fields = {
             "chat_id": self._chat_id,
             "user_id": self._user_id,
             "agent_name": self._agent_name,
             "turn": turn,
             "at": self._clock(),
         }
+        if self._parent is not None:
+            fields["parent_chat_id"] = self._parent_chat_id
+            fields["depth"] = self.depth
+        return fields
 
     async def emit(self, name: str, event: Event) -> None:
         if self._debug is not None:
             self._debug(name, event)
         await self._hooks.fire(name, event)
+        if self._parent is not None:
+            await self._parent.emit(name, event)
 
     async def stream(self, event: Event) -> None:
         if self._sink is not None:
             await self._sink(event)
 
-    async def tool_result(self, message: ToolMessage, turn: int) -> None:
+    async def tool_result(self, message: ToolMessage, turn: int, *, finished: bool = True) -> None:
+        if finished and self.progress is not None:
+            await self.progress(message)
         if self._sink is not None:
             await self._sink(
                 ToolResultEvent(
@@ -632,6 +677,8 @@ class _DebugPrinter:
     """The readable trace of ``debug_print=True``: one line per event, through structlog."""
 
     def __init__(self, file: TextIO | None = None) -> None:
+        import structlog  # loads with the first debug trace
+
         self._log = structlog.wrap_logger(
             structlog.PrintLogger(file or sys.stdout),
             processors=[

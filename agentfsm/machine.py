@@ -19,6 +19,7 @@ from agentfsm.errors import (
     IllegalTransitionError,
     MachineDefinitionError,
 )
+from agentfsm.executor import Batch
 from agentfsm.hooks import HOOK_EVENTS
 from agentfsm.messages import AssistantMessage, Message, ToolCall, unanswered_results
 from agentfsm.state import (
@@ -54,11 +55,13 @@ __all__ = [
     "ToolCallsRequested",
     "ToolsFinished",
     "UserGuardTripped",
+    "WorkerLost",
     "begin_run",
     "check_tables",
     "interrupt",
     "run_begun",
     "step",
+    "worker_lost",
 ]
 
 
@@ -113,6 +116,15 @@ class Interrupted(Outcome):
     stop_reason = StopReason.USER_STOP
     hook = "on_manual_stop"
     source: str | None = None
+
+
+@attrs.frozen
+class WorkerLost(Outcome):
+    """The worker running the chat died mid-run (its lease ran out) and
+    ``recover(on_lost="stop")`` stops the chat for its user to retry."""
+
+    reason = "worker_lost"
+    stop_reason = StopReason.WORKER_LOST
 
 
 @attrs.frozen
@@ -293,9 +305,10 @@ class Runtime(Protocol):
 
     async def request(self, conversation: Conversation) -> Answer | ErrorInfo | _Stopped: ...
 
-    async def execute(
-        self, conversation: Conversation, calls: Sequence[ToolCall]
-    ) -> tuple[Sequence[Message], int, bool]: ...
+    async def execute(self, conversation: Conversation, calls: Sequence[ToolCall]) -> Batch:
+        """Run ``calls``: a result for each, how many ran to an end, whether a stop cut in,
+        and what the calls reported spending."""
+        ...
 
     async def check_guards(self, conversation: Conversation) -> Checked | _Stopped:
         """The user's guards of this phase, in order, after agentfsm's own: the first that
@@ -390,18 +403,22 @@ async def _request_model(rt: Runtime, conv: Conversation) -> tuple[Conversation,
 
 
 async def _execute_tools(rt: Runtime, conv: Conversation) -> tuple[Conversation, Outcome]:
-    results, executed, stopped = await rt.execute(conv, conv.pending_tool_calls)
-    conv = _with_results(conv, results, executed)
-    return conv, Interrupted() if stopped else ToolsFinished()
+    batch = await rt.execute(conv, conv.pending_tool_calls)
+    return _with_results(conv, batch), Interrupted() if batch.stopped else ToolsFinished()
 
 
-def _with_results(conv: Conversation, results: Sequence[Message], executed: int) -> Conversation:
-    """``conv`` with a batch's tool results added and its executed calls counted."""
-    return attrs.evolve(
+def _with_results(conv: Conversation, batch: Batch | None) -> Conversation:
+    """``conv`` with a batch's tool results added, its executed calls counted and what its
+    calls spent (sub-agents) added to the totals."""
+    if batch is None:
+        return conv
+    conv = attrs.evolve(
         conv,
-        messages=(*conv.messages, *results),
-        function_calls=conv.function_calls + executed,
+        messages=(*conv.messages, *batch.results),
+        function_calls=conv.function_calls + batch.executed,
+        tool_attempt=0,
     )
+    return conv.with_spend(batch.usage, batch.cost) if batch.usage.requests or batch.cost else conv
 
 
 ACTIONS: Mapping[Phase, Action] = {
@@ -429,6 +446,9 @@ EDGES: Mapping[tuple[Phase, type[Outcome]], Phase] = {
     (Phase.EXECUTING_TOOLS, Interrupted): Phase.STOPPED,
     (Phase.EXECUTING_TOOLS, GuardTripped): Phase.STOPPED,
     (Phase.EXECUTING_TOOLS, UserGuardTripped): Phase.STOPPED,
+    (Phase.TRIMMING_CONTEXT, WorkerLost): Phase.STOPPED,
+    (Phase.AWAITING_MODEL, WorkerLost): Phase.STOPPED,
+    (Phase.EXECUTING_TOOLS, WorkerLost): Phase.STOPPED,
 }
 """``(phase, outcome type) -> next phase``. A missing key is an illegal move."""
 
@@ -543,18 +563,24 @@ def run_begun(conv: Conversation) -> TransitionRecord | None:
     return None
 
 
+async def worker_lost(rt: Runtime, conv: Conversation) -> Conversation:
+    """``conv``, whose worker died mid-run, moved to ``stopped`` / ``worker_lost`` without
+    running its phase's action (``recover(on_lost="stop")``); tool calls left without a
+    result get one saying they did not run."""
+    return await _enter(rt, conv, WorkerLost())
+
+
 async def interrupt(
     rt: Runtime,
     conv: Conversation,
     source: str,
-    results: Sequence[Message] = (),
-    executed: int = 0,
+    batch: Batch | None = None,
 ) -> Conversation:
     """``conv`` moved to ``stopped`` / ``user_stop`` without finishing its phase's action: for
     a run whose caller was cancelled mid-step (the state before the step is consistent).
-    ``results`` / ``executed``: what a tool batch cut by the cancel had done, kept as the
-    action would have kept it."""
-    return await _enter(rt, _with_results(conv, results, executed), Interrupted(source))
+    ``batch``: what a tool batch cut by the cancel had done, kept as the action would have
+    kept it."""
+    return await _enter(rt, _with_results(conv, batch), Interrupted(source))
 
 
 async def _enter(rt: Runtime, conv: Conversation, outcome: Outcome) -> Conversation:

@@ -202,6 +202,9 @@ class SystemMessage:
     content: str
     role: Literal["system"] = "system"
     name: str | None = None
+    _tokens: tuple[Any, ...] | str | None = attrs.field(
+        default=None, init=False, eq=False, repr=False
+    )
 
 
 @attrs.frozen
@@ -211,6 +214,9 @@ class UserMessage:
     content: Content
     role: Literal["user"] = "user"
     name: str | None = None
+    _tokens: tuple[Any, ...] | str | None = attrs.field(
+        default=None, init=False, eq=False, repr=False
+    )
 
 
 @attrs.frozen
@@ -233,6 +239,9 @@ class AssistantMessage:
     interrupted: bool = False
     model: str | None = None
     finish_reason: str | None = attrs.field(default=None, kw_only=True)
+    _tokens: tuple[Any, ...] | str | None = attrs.field(
+        default=None, init=False, eq=False, repr=False
+    )
 
 
 @attrs.frozen
@@ -250,9 +259,35 @@ class ToolMessage:
     role: Literal["tool"] = "tool"
     tool_name: str | None = None
     is_error: bool = False
+    _tokens: tuple[Any, ...] | str | None = attrs.field(
+        default=None, init=False, eq=False, repr=False
+    )
 
 
 Message: TypeAlias = SystemMessage | UserMessage | AssistantMessage | ToolMessage
+# Every message has a hidden ``_tokens`` slot (not compared, shown, or passed to ``evolve``): its
+# token counts as ``(encoding, total, content, ...)``, set by the accurate counter when it
+# counts the message and stored with it (agentfsm.serde: ``"o200k_base:57:50"``, kept as that
+# string by a load until a counter reads it), so a loaded message is not tokenized again. A
+# message is immutable, so its counts never go stale.
+
+
+_SHARED: dict[str, str] = {}
+_SHARED_MAX = 4096
+
+
+def shared_text(text: str) -> str:
+    """One object for each short text that many messages repeat (model names, finish
+    reasons, tool names), so thousands of idle conversations do not each hold a copy;
+    bounded, so what a server sends cannot grow it without end."""
+    if len(text) > 64:
+        return text
+    found = _SHARED.get(text)
+    if found is not None:
+        return found
+    if len(_SHARED) < _SHARED_MAX:
+        _SHARED[text] = text
+    return text
 
 
 def new_tool_call_id() -> str:

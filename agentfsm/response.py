@@ -9,7 +9,12 @@ import attrs
 from typing_extensions import TypeVar
 
 from agentfsm.errors import InvalidInputError
-from agentfsm.messages import AssistantMessage, UserMessage, messages_to_openai
+from agentfsm.messages import (
+    AssistantMessage,
+    UserMessage,
+    message_to_openai,
+    messages_to_openai,
+)
 from agentfsm.state import Conversation, ErrorInfo, GuardTrip, RequestRecord, StopReason, Usage
 
 __all__ = ["AgentResponse"]
@@ -34,8 +39,10 @@ class AgentResponse(Generic[OutputT]):
         stop_reason: why the run ended.
         history: every message of the conversation in OpenAI chat format, tool calls and
             results included, the agent's system prompt excluded; pass it back as
-            ``history=`` to continue.
-        history_without_function_calls: only the user and assistant text messages.
+            ``history=`` to continue. Built from ``conversation`` when first read (then
+            kept), so a run whose caller never reads it does not convert the whole history.
+        history_without_function_calls: only the user and assistant text messages (built
+            when first read, like ``history``).
         usage: tokens of all requests of this run.
         turns: model calls made in this run.
         error: what failed, when ``stop_reason`` is ``error``.
@@ -51,8 +58,6 @@ class AgentResponse(Generic[OutputT]):
 
     output: OutputT
     stop_reason: StopReason
-    history: list[dict[str, Any]]
-    history_without_function_calls: list[dict[str, Any]]
     usage: Usage
     agent_name: str
     chat_id: str
@@ -66,6 +71,36 @@ class AgentResponse(Generic[OutputT]):
     finish_reason: str | None = None
     output_text: str = ""
     guard: GuardTrip | None = None
+    # The views of the history, given (``history=``, ``history_without_function_calls=``)
+    # or built from ``conversation`` on first read: not compared or shown, being derived.
+    _history: list[dict[str, Any]] | None = attrs.field(default=None, eq=False, repr=False)
+    _history_without_function_calls: list[dict[str, Any]] | None = attrs.field(
+        default=None, eq=False, repr=False
+    )
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """Every message of the conversation in OpenAI chat format (see the class)."""
+        history = self._history
+        if history is None:
+            history = messages_to_openai(self.conversation.messages)
+            object.__setattr__(self, "_history", history)
+        return history
+
+    @property
+    def history_without_function_calls(self) -> list[dict[str, Any]]:
+        """Only the user and assistant text messages, in OpenAI chat format."""
+        texts = self._history_without_function_calls
+        if texts is None:
+            texts = [
+                {"role": m.role, "content": m.content}
+                if isinstance(m, AssistantMessage)
+                else message_to_openai(m)
+                for m in self.conversation.messages
+                if isinstance(m, UserMessage) or (isinstance(m, AssistantMessage) and m.content)
+            ]
+            object.__setattr__(self, "_history_without_function_calls", texts)
+        return texts
 
     @classmethod
     def from_conversation(
@@ -88,14 +123,6 @@ class AgentResponse(Generic[OutputT]):
             output=text if output is _TEXT else output,
             output_text=text if output_text is None else output_text,
             stop_reason=conversation.stop_reason,
-            history=messages_to_openai(conversation.messages),
-            history_without_function_calls=[
-                {"role": m.role, "content": m.content}
-                if isinstance(m, AssistantMessage)
-                else messages_to_openai([m])[0]
-                for m in conversation.messages
-                if isinstance(m, UserMessage) or (isinstance(m, AssistantMessage) and m.content)
-            ],
             usage=conversation.run_usage,
             agent_name=conversation.agent_name,
             chat_id=conversation.chat_id,

@@ -9,14 +9,18 @@ partial results (a cut stream, a cancelled batch) travel as return values.
 from __future__ import annotations
 
 import inspect
+import itertools
 from collections.abc import Mapping, Sequence
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import attrs
-import structlog
 
 from agentfsm import machine
+from agentfsm._indices import Indices
+from agentfsm._log import get_logger
 from agentfsm.context.summary import summary_request
+from agentfsm.executor import Batch
 from agentfsm.guards import Correct, Guard, GuardContext, Refuse
 from agentfsm.hooks import (
     HOOK_EVENTS,
@@ -34,7 +38,7 @@ from agentfsm.hooks import (
     TransitionEvent,
     _Emitter,
 )
-from agentfsm.messages import AssistantMessage, Message, ToolCall, ToolMessage, UserMessage
+from agentfsm.messages import AssistantMessage, ToolCall, ToolMessage, UserMessage
 from agentfsm.output import OutputPlan
 from agentfsm.providers.openai import REQUEST_ERRORS, ModelReply, StreamBuffer, error_info
 from agentfsm.response import AgentResponse
@@ -58,7 +62,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Step"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 @attrs.frozen
@@ -117,15 +121,11 @@ class Step:
             return conversation
         reserve = self._output_tokens(wiring.counter)
         window = wiring.window(conversation, reserve=reserve)
-        dropped = _left_out(window)
-        previous = conversation.context
-        sent_before = set(previous.selected) if previous is not None else set()
-        newly = [  # sent last time (or new since), left out now
-            i for i in dropped if previous is None or i >= previous.size or i in sent_before
-        ]
+        dropped = window.selected.complement(window.size)
+        newly = _newly_left_out(conversation.context, window, dropped)
         summary, error = conversation.summary, None
         if wiring.context.dropping_strategy == "summary_dropping":
-            unsummarized = [i for i in dropped if i >= conversation.summary_upto]
+            unsummarized = _from(dropped, conversation.summary_upto)
             if unsummarized:
                 result = await self.watch.run(self._summarize(conversation, unsummarized))
                 if isinstance(result, _Stopped):
@@ -412,6 +412,21 @@ class Step:
         tools: Sequence[Mapping[str, Any]],
         params: Mapping[str, Any],
     ) -> ModelReply:
+        """One attempt at ``slot``'s model, in its tracing span."""
+        with self.wiring.tracer.request(slot.model, self.chat_id, self.user_id) as trace:
+            reply = await self._send(slot, messages, buffer, turn, tools, params)
+            trace.answered(reply, lambda: slot.cost(reply.model, reply.usage))
+        return reply
+
+    async def _send(
+        self,
+        slot: ModelSlot,
+        messages: list[dict[str, Any]],
+        buffer: StreamBuffer | None,
+        turn: int,
+        tools: Sequence[Mapping[str, Any]],
+        params: Mapping[str, Any],
+    ) -> ModelReply:
         """One attempt at ``slot``'s model: a plain request, or a stream into ``buffer``."""
         if buffer is None:
             return await slot.model.complete(messages, tools, params)
@@ -478,23 +493,27 @@ class Step:
 
     # ------------------------------------------------------------------ executing_tools
 
-    async def execute(
-        self, conversation: Conversation, calls: Sequence[ToolCall]
-    ) -> tuple[Sequence[Message], int, bool]:
+    async def execute(self, conversation: Conversation, calls: Sequence[ToolCall]) -> Batch:
         """The ``executing_tools`` action: every call's result, how many calls ran to an end,
-        and whether a stop cut in."""
-        batch = await self.wiring.executor.run(
+        whether a stop cut in, and what the calls spent."""
+        return await self.wiring.executor.run(
             calls, self.tool_context(conversation), self.events, self.watch
         )
-        return batch.results, batch.executed, batch.stopped
 
     def tool_context(self, conversation: Conversation) -> ToolContext:
         """What a tool is told about the run calling it."""
+        budget = self.limits.budget_of(conversation)
+        left = None
+        if budget is not None and self.wiring.priced:
+            left = max(budget.max_budget_for_this_chat - conversation.cost, Decimal(0))
         return ToolContext(
             chat_id=self.chat_id,
             user_id=self.user_id,
             agent_name=self.wiring.name,
             turn=conversation.turn,
+            attempt=conversation.tool_attempt + 1,
+            depth=self.events.depth,
+            budget_left=left,
         )
 
     # ------------------------------------------------------------------ user guards
@@ -673,10 +692,24 @@ def _system_text(messages: Sequence[Mapping[str, Any]]) -> str | None:
     return None
 
 
-def _left_out(window: ContextWindow) -> list[int]:
-    """Indices of the messages a window does not send."""
-    chosen = set(window.selected)
-    return [i for i in range(window.size) if i not in chosen]
+def _newly_left_out(
+    previous: ContextWindow | None, window: ContextWindow, dropped: Indices
+) -> list[int]:
+    """The messages ``window`` leaves out that the previous window sent (or that are new
+    since): work in the size of the windows, not of the history."""
+    if previous is None:
+        return list(dropped)
+    candidates = itertools.chain(previous.selected, range(previous.size, window.size))
+    return [i for i in candidates if i < window.size and i not in window.selected]
+
+
+def _from(indices: Indices, start: int) -> list[int]:
+    """The members of ``indices`` from ``start`` on (walking its runs, not its members)."""
+    found: list[int] = []
+    for first, stop in indices.runs:
+        if stop > start:
+            found.extend(range(max(first, start), stop))
+    return found
 
 
 def _unique_ids(calls: tuple[ToolCall, ...], chat_id: str) -> tuple[ToolCall, ...]:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import enum
+import types
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
 import attrs
 
+from agentfsm._indices import Indices, as_indices
 from agentfsm.budget import Budget
 from agentfsm.messages import AssistantMessage, Message, ToolCall, ToolMessage, UserMessage
 from agentfsm.usage import Usage
@@ -27,7 +29,27 @@ __all__ = [
     "Usage",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+
+# Shared values for what most conversations hold nothing in (they are immutable, so one
+# object serves every conversation): thousands of idle chats in a process do not each keep
+# an empty dict, a zero Decimal and zero Usage of their own.
+_NO_COST = Decimal(0)
+_NO_USAGE = Usage()
+_EMPTY: Mapping[Any, Any] = types.MappingProxyType({})
+_NO_COST_DIGITS = _NO_COST.as_tuple()
+
+
+def _plus(a: Decimal, b: Decimal) -> Decimal:
+    """``a + b``, the shared zero when the sum is exactly ``Decimal(0)`` (same digits and
+    exponent, so it prints, compares and serializes the same)."""
+    total = a + b
+    return _NO_COST if not total and total.as_tuple() == _NO_COST_DIGITS else total
+
+
+def _shared_if_empty(value: Mapping[int, int]) -> Mapping[int, int]:
+    """``value``, or the shared empty mapping when it holds nothing."""
+    return value if value else _EMPTY
 
 
 class Phase(str, enum.Enum):
@@ -60,6 +82,7 @@ class StopReason(str, enum.Enum):
     ERROR = "error"
     INVALID_OUTPUT = "invalid_output"
     GUARD = "guard"
+    WORKER_LOST = "worker_lost"
 
     def __str__(self) -> str:
         return self.value
@@ -82,7 +105,7 @@ class ErrorInfo:
     model: str | None = None
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, weakref_slot=False)
 class RequestRecord:
     """One answered model request.
 
@@ -99,7 +122,7 @@ class RequestRecord:
 
     model: str
     usage: Usage
-    cost: Decimal = Decimal(0)
+    cost: Decimal = _NO_COST
     attempts: int = 1
     duration: float = 0.0
     at: float = 0.0
@@ -111,7 +134,10 @@ class ContextWindow:
     """What the ``trimming_context`` phase decided to send with the next request.
 
     Attributes:
-        selected: indices into ``Conversation.messages`` of the messages sent, in order.
+        selected: indices into ``Conversation.messages`` of the messages sent, in order: a
+            sequence of ints (`Indices`) that equals their tuple and is kept as runs of
+            consecutive indices, so it stays small however long the conversation grows.
+            Any iterable of ints is taken.
         truncated: index -> tokens of content kept, for messages sent cut short.
         notes: system notes sent after the summary (dropped / overflow prompts).
         tokens: tokens the request costs as counted (an upper bound when something is cut).
@@ -120,8 +146,8 @@ class ContextWindow:
         size: how many messages the conversation had when this was decided.
     """
 
-    selected: tuple[int, ...]
-    truncated: Mapping[int, int] = attrs.field(factory=dict)
+    selected: Indices = attrs.field(converter=as_indices)
+    truncated: Mapping[int, int] = attrs.field(default=_EMPTY, converter=_shared_if_empty)
     notes: tuple[str, ...] = ()
     tokens: int = 0
     fits: bool = True
@@ -150,7 +176,7 @@ class OutputSpec:
     wrapped: bool = False
 
 
-@attrs.frozen
+@attrs.frozen(weakref_slot=False)
 class TransitionRecord:
     """One phase change.
 
@@ -218,6 +244,9 @@ class Conversation:
         output_retries: repair messages sent in the current run for answers that did not
             match ``output_spec`` (or that an output guard corrected).
         guard: the user guard that stopped the last run (``stop_reason`` ``guard``).
+        tool_attempt: how many times the current tool batch was taken up again after its
+            worker died (``resume``, ``recover``); its calls run with
+            ``ToolContext.attempt = tool_attempt + 1``.
     """
 
     chat_id: str
@@ -231,22 +260,23 @@ class Conversation:
     run_start: int = 0
     turn: int = 0
     function_calls: int = 0
-    usage: Usage = attrs.field(factory=Usage)
-    run_usage: Usage = attrs.field(factory=Usage)
+    usage: Usage = _NO_USAGE
+    run_usage: Usage = _NO_USAGE
     requests: tuple[RequestRecord, ...] = ()
     run_request_start: int = 0
-    cost: Decimal = Decimal(0)
-    run_cost: Decimal = Decimal(0)
+    cost: Decimal = _NO_COST
+    run_cost: Decimal = _NO_COST
     budget: Budget | None = None
     stop_reason: StopReason | None = None
     error: ErrorInfo | None = None
     transitions: tuple[TransitionRecord, ...] = ()
     version: int = 0
     schema_version: int = SCHEMA_VERSION
-    metadata: Mapping[str, Any] = attrs.field(factory=dict)
+    metadata: Mapping[str, Any] = _EMPTY
     output_spec: OutputSpec | None = None
     output_retries: int = 0
     guard: GuardTrip | None = None
+    tool_attempt: int = 0
 
     @property
     def finished(self) -> bool:
@@ -262,13 +292,26 @@ class Conversation:
         """This conversation with one more answered request counted: its record, usage and
         cost added to the run's and the lifetime totals."""
         return attrs.evolve(
-            self,
-            requests=(*self.requests, record),
-            usage=self.usage + record.usage,
-            run_usage=self.run_usage + record.usage,
-            cost=self.cost + record.cost,
-            run_cost=self.run_cost + record.cost,
+            self, requests=(*self.requests, record), **self._spent(record.usage, record.cost)
         )
+
+    def with_spend(self, usage: Usage, cost: Decimal) -> Conversation:
+        """This conversation with what its tools reported spending (sub-agents run as tools)
+        added to the run's and the lifetime totals; no request record is added."""
+        return attrs.evolve(self, **self._spent(usage, cost))
+
+    def _spent(self, usage: Usage, cost: Decimal) -> dict[str, Any]:
+        """The four totals with ``usage`` and ``cost`` added; a run total that is the same
+        object as the lifetime one (a first run) stays shared with it."""
+        total_usage, total_cost = self.usage + usage, _plus(self.cost, cost)
+        run_usage = total_usage if self.run_usage is self.usage else self.run_usage + usage
+        run_cost = total_cost if self.run_cost is self.cost else _plus(self.run_cost, cost)
+        return {
+            "usage": total_usage,
+            "run_usage": run_usage,
+            "cost": total_cost,
+            "run_cost": run_cost,
+        }
 
     @property
     def run_requests(self) -> tuple[RequestRecord, ...]:

@@ -9,13 +9,12 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar
 
-import structlog
-
+from agentfsm._log import get_logger
 from agentfsm.errors import ConfigurationError
 
 __all__ = ["STOPPED", "StopSignalFunction"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 T = TypeVar("T")
 

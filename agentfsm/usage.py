@@ -7,9 +7,12 @@ import attrs
 __all__ = ["Usage"]
 
 
-@attrs.frozen
+@attrs.frozen(weakref_slot=False)
 class Usage:
     """Tokens used by one or more model requests.
+
+    Values are immutable, so a sum with nothing in it is the other operand itself (a
+    conversation after its first request shares the request's ``Usage``).
 
     Attributes:
         requests: how many requests the figures cover.
@@ -25,6 +28,11 @@ class Usage:
     estimated: bool = False
 
     def __add__(self, other: Usage) -> Usage:
+        if other.__class__ is Usage and self.__class__ is Usage:
+            if other == _NOTHING:
+                return self
+            if self == _NOTHING:
+                return other
         return Usage(
             prompt_tokens=self.prompt_tokens + other.prompt_tokens,
             completion_tokens=self.completion_tokens + other.completion_tokens,
@@ -34,3 +42,6 @@ class Usage:
             requests=self.requests + other.requests,
             estimated=self.estimated or other.estimated,
         )
+
+
+_NOTHING = Usage()

@@ -15,12 +15,13 @@ The command ``agentfsm graph [--format mermaid|dot|json]`` prints the machine.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from agentfsm import machine
+from agentfsm.composition import child_chat_id
 from agentfsm.messages import AssistantMessage
 from agentfsm.state import Conversation, Phase, RequestRecord, StopReason
 
@@ -276,7 +277,9 @@ def run_timeline(conversation: Conversation) -> list[dict[str, Any]]:
     ]
 
 
-def run_mermaid(conversation: Conversation) -> str:
+def run_mermaid(
+    conversation: Conversation, children: Mapping[str, Conversation] | None = None
+) -> str:
     """The path ``conversation`` took, as a Mermaid ``flowchart LR`` of numbered steps.
 
     One node per phase visited, one arrow per ``TransitionRecord`` (``3 · tools_finished ·
@@ -286,30 +289,67 @@ def run_mermaid(conversation: Conversation) -> str:
     windows are not kept), and, at the end, the stop reason. Continued conversations show
     every run, joined by their ``user_message`` transitions.
 
+    Args:
+        conversation: the conversation to draw.
+        children: sub-agent chats by chat id (``await load_children(store, conversation)``):
+            each is drawn as a nested box, linked from the ``executing_tools`` step whose
+            tool call ran it, and its own children inside it.
+
     Returns:
         The diagram's text, ending with a newline.
     """
-    records = conversation.transitions
-    phases = [records[0].from_phase if records else conversation.phase]
-    phases.extend(record.to_phase for record in records)
-    notes = _step_notes(conversation)
     lines = ["flowchart LR"]
-    for i, phase in enumerate(phases):
-        text = "<br/>".join([phase.value, *notes.get(i, [])])
-        left, right = ('(["', '"])') if phase.terminal else ('["', '"]')
-        lines.append(f"    n{i}{left}{_quote(text)}{right}")
-    for i, record in enumerate(records):
-        label = f"{i + 1} · {record.reason} · turn {record.turn}"
-        lines.append(f'    n{i} -->|"{_quote(label)}"| n{i + 1}')
+    classes: list[str] = []
+    _draw_run(conversation, "n", "    ", children or {}, lines, classes)
     lines.append("    classDef done fill:#dff3e3,stroke:#3a8f50")
     lines.append("    classDef stopped fill:#fbe3e3,stroke:#b94a48")
     lines.append("    classDef current stroke-width:3px")
-    last = len(phases) - 1
-    if phases[last].terminal:
-        lines.append(f"    class n{last} {phases[last].value}")
-    else:
-        lines.append(f"    class n{last} current")
+    lines.extend(classes)
     return "\n".join(lines) + "\n"
+
+
+def _draw_run(
+    conv: Conversation,
+    prefix: str,
+    indent: str,
+    children: Mapping[str, Conversation],
+    lines: list[str],
+    classes: list[str],
+) -> None:
+    """Append the nodes and arrows of ``conv``'s path (ids ``{prefix}{i}``), its children's
+    boxes after them, and the class of its last node."""
+    records = conv.transitions
+    phases = [records[0].from_phase if records else conv.phase]
+    phases.extend(record.to_phase for record in records)
+    notes = _step_notes(conv)
+    for i, phase in enumerate(phases):
+        text = "<br/>".join([phase.value, *notes.get(i, [])])
+        left, right = ('(["', '"])') if phase.terminal else ('["', '"]')
+        lines.append(f"{indent}{prefix}{i}{left}{_quote(text)}{right}")
+    for i, record in enumerate(records):
+        label = f"{i + 1} · {record.reason} · turn {record.turn}"
+        lines.append(f'{indent}{prefix}{i} -->|"{_quote(label)}"| {prefix}{i + 1}')
+    last = len(phases) - 1
+    kind = phases[last].value if phases[last].terminal else "current"
+    classes.append(f"    class {prefix}{last} {kind}")
+    count = 0
+    for i, message in sorted(_answers(conv).items()):
+        if records[i].to_phase is not Phase.EXECUTING_TOOLS:
+            continue
+        for call in message.tool_calls:
+            child = children.get(child_chat_id(conv.chat_id, call.id))
+            if child is None:
+                continue
+            count += 1
+            sub = f"{prefix}c{count}_"
+            who = child.agent_name
+            who = who if who == call.name else f"{who} as {call.name}"
+            title = _quote(f"{who} · {call.id}")
+            lines.append(f'{indent}subgraph {sub}box["{title}"]')
+            lines.append(f"{indent}    direction LR")
+            _draw_run(child, sub, indent + "    ", children, lines, classes)
+            lines.append(f"{indent}end")
+            lines.append(f"{indent}{prefix}{i + 1} -.-> {sub}0")
 
 
 def _stop_of_reason() -> dict[str, StopReason]:
@@ -333,15 +373,8 @@ def _step_notes(conv: Conversation) -> dict[int, list[str]]:
     """What is known of each node (by its index in the path) beyond its phase."""
     records = conv.transitions
     notes: dict[int, list[str]] = {}
-    answered = [  # transitions leaving awaiting_model after a model call was answered
-        i
-        for i, record in enumerate(records)
-        if record.from_phase is Phase.AWAITING_MODEL
-        and record.turn > (records[i - 1].turn if i else 0)
-    ]
-    produced = [m for m in conv.messages if isinstance(m, AssistantMessage)]
-    # the newest answers align: older assistant messages came in with a given history
-    messages = dict(zip(reversed(answered), reversed(produced), strict=False))
+    answered = _answered(conv)
+    messages = _answers(conv)
     requests = _requests_of(conv, answered)
     for i in answered:
         record = records[i]
@@ -389,6 +422,24 @@ def _step_notes(conv: Conversation) -> dict[int, list[str]]:
         if i == len(records) - 1 and conv.error is not None and stop in _ERROR_REASONS:
             node.append(_clip(f"{conv.error.type}: {conv.error.message}", 60))
     return notes
+
+
+def _answered(conv: Conversation) -> list[int]:
+    """The transitions leaving ``awaiting_model`` after a model call was answered."""
+    records = conv.transitions
+    return [
+        i
+        for i, record in enumerate(records)
+        if record.from_phase is Phase.AWAITING_MODEL
+        and record.turn > (records[i - 1].turn if i else 0)
+    ]
+
+
+def _answers(conv: Conversation) -> dict[int, AssistantMessage]:
+    """The answer each answered transition brought, by the transition's index."""
+    produced = [m for m in conv.messages if isinstance(m, AssistantMessage)]
+    # the newest answers align: older assistant messages came in with a given history
+    return dict(zip(reversed(_answered(conv)), reversed(produced), strict=False))
 
 
 def _requests_of(conv: Conversation, answered: Sequence[int]) -> dict[int, RequestRecord]:

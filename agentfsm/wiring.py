@@ -21,12 +21,16 @@ from agentfsm.retry import RetryStrategy
 from agentfsm.state import ContextWindow, Conversation
 from agentfsm.stop import _StopBoard, _StopSignal
 from agentfsm.tools import Tool
+from agentfsm.tracing import NO_TRACING, Tracer
 from agentfsm.usage import Usage
 
 if TYPE_CHECKING:
     from agentfsm.context.counting import TokenCounter
 
 __all__ = ["ModelSlot", "Wiring", "lazy_counter"]
+
+
+_FREE = Decimal(0)  # one zero for every unpriced request
 
 
 @attrs.frozen
@@ -45,7 +49,7 @@ class ModelSlot:
 
     def cost(self, model: str, usage: Usage) -> Decimal:
         """What ``usage`` of ``model`` costs at this slot's prices (0 without pricing)."""
-        return self.price(model, usage) if self.price is not None else Decimal(0)
+        return self.price(model, usage) if self.price is not None else _FREE
 
 
 def lazy_counter(method: str, model: str, default_encoding: str) -> Callable[[], TokenCounter]:
@@ -88,6 +92,7 @@ class Wiring:
         streaming: requests stream their answers.
         max_completion_tokens: the cap on each answer's tokens (counted into the context).
         guards: the user's guards, in the order given.
+        tracer: spans for runs, transitions, requests and tool calls (none by default).
     """
 
     name: str
@@ -110,6 +115,7 @@ class Wiring:
     streaming: bool
     max_completion_tokens: int | None
     guards: tuple[Guard, ...] = ()
+    tracer: Tracer = NO_TRACING
 
     @property
     def has_output_guards(self) -> bool:

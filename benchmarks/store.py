@@ -1,13 +1,26 @@
-"""Latency of persisting one transition, per store, for a 100-message conversation.
+"""Cost of persisting conversations: serialization, the response, trimming after a load, stores.
 
-One transition as a web worker does it: ``load`` the chat, advance it (version + 1), ``save``
-it over the loaded version. The conversation holds 100 messages (25 turns of question, tool
-call, ~300-token tool result, answer). Prints median and p95 in µs of the load, the save and
-both, for the memory store (which is ``loads`` + ``dumps`` alone), SQLite (WAL, synchronous
-NORMAL, on local disk) and, when their servers are installed, private Redis (no persistence)
-and PostgreSQL (fsync on) instances on loopback.
+Four measurements, each printed as a table (``--only`` picks some):
 
-    python benchmarks/store.py [--transitions 500] [--messages 100]
+- ``serde``: ``dumps`` + ``loads`` of a conversation of 10, 100, 1,000 and 10,000 messages
+  (~300-character messages in turns of question, tool call, tool result, answer) as a ratio
+  to ``json.dumps`` + ``json.loads`` of the same history as plain OpenAI dicts, in the same
+  run. ``loads(dict)`` is what a store assembling a conversation from rows calls;
+  "counted": the messages carry their token counts (as a trimming agent stores them).
+- ``response``: ``AgentResponse.from_conversation`` of a finished 10,000-message run, and the
+  same with its ``history`` views read.
+- ``trim``: the first ``fit()`` after a load (fresh message objects, a fresh accurate counter)
+  of a conversation of 13 and 1,000 messages; the chat was counted before it was saved, as a
+  run does. Against the same fit on messages that were never counted.
+- ``stores``: one transition as a web worker does it: ``load`` the chat, advance it
+  (version + 1), ``save`` it over the loaded version, for a 100-message conversation (25 turns
+  of question, tool call, ~300-token tool result, answer). Median and p95 in µs of the load,
+  the save and both, for the memory store (``loads`` + ``dumps`` alone), SQLite (WAL,
+  synchronous NORMAL, on local disk) and, when their servers are installed, private Redis (no
+  persistence) and PostgreSQL (fsync on) instances on loopback.
+
+    python benchmarks/store.py [--only serde,response,trim,stores] [--transitions 500]
+                               [--messages 100]
 """
 
 from __future__ import annotations
@@ -15,37 +28,65 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
+import json
+import os
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import attrs
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.store_servers
+_CACHE = Path(__file__).resolve().parents[2] / "shared" / "tiktoken-cache"
+if _CACHE.is_dir():  # machines here cannot download tiktoken's encodings
+    os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(_CACHE))
 
-from agentfsm import (
+from agentfsm import (  # noqa: E402
+    AgentResponse,
     AssistantMessage,
     Conversation,
     Phase,
+    StopReason,
     ToolCall,
     ToolMessage,
     UserMessage,
     dumps,
+    loads,
 )
-from agentfsm.messages import Message
-from agentfsm.store import (
+from agentfsm.context import ContextSettings  # noqa: E402
+from agentfsm.context.counting import AccurateCounter  # noqa: E402
+from agentfsm.context.trimming import fit  # noqa: E402
+from agentfsm.messages import Message, messages_to_openai  # noqa: E402
+from agentfsm.store import (  # noqa: E402
     MemoryStore,
     PostgresStore,
     RedisStore,
     SQLiteStore,
     Store,
 )
-from tests.store_servers import postgres_server, redis_server
+from tests.store_servers import postgres_server, redis_server  # noqa: E402
 
 WORDS = "the river stone cloud maple orbit quartz tiger report figure table value"
 VOCABULARY = WORDS.split()
+SIZES = (10, 100, 1_000, 10_000)
+SYSTEM = "You are a research assistant. Answer briefly and cite the documents you used."
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "search",
+            "description": "Search the documents.",
+            "parameters": {
+                "type": "object",
+                "properties": {"query": {"type": "string", "description": "What to find."}},
+            },
+        },
+    }
+]
 
 
 def prose(n: int, seed: int) -> str:
@@ -53,20 +94,162 @@ def prose(n: int, seed: int) -> str:
     return " ".join(VOCABULARY[(seed * 7 + i * 5 + i // 3) % len(VOCABULARY)] for i in range(n))
 
 
-def conversation(messages: int) -> Conversation:
-    """A finished conversation of ``messages`` messages, in turns of four."""
+def conversation(messages: int, result_words: int = 300) -> Conversation:
+    """A finished conversation of ``messages`` messages, in turns of four (question, call,
+    result of ``result_words`` words, answer); its last run is its last turn."""
     history: list[Message] = []
     for t in range(messages // 4 + 1):
         call = ToolCall(f"call_{t}", "search", f'{{"query": "topic {t}"}}')
         history += [
             UserMessage(f"Question {t}: {prose(30, t)}"),
-            AssistantMessage(tool_calls=(call,), model="gpt-4o-mini"),
-            ToolMessage(call.id, prose(300, t + 1), tool_name="search"),
-            AssistantMessage(f"Answer {t}: {prose(60, t + 2)}", model="gpt-4o-mini"),
+            AssistantMessage(tool_calls=(call,), model="gpt-4o-mini", finish_reason="tool_calls"),
+            ToolMessage(call.id, f"#{t} {prose(result_words, t + 1)}", tool_name="search"),
+            AssistantMessage(
+                f"Answer {t}: {prose(60, t + 2)}", model="gpt-4o-mini", finish_reason="stop"
+            ),
         ]
+    history = history[:messages]
+    run_start = max(i for i, m in enumerate(history) if isinstance(m, UserMessage))
     return Conversation(
-        chat_id="bench", user_id="u1", phase=Phase.DONE, messages=tuple(history[:messages])
+        chat_id="bench",
+        user_id="u1",
+        phase=Phase.DONE,
+        stop_reason=StopReason.RESPONSE,
+        messages=tuple(history),
+        run_start=run_start,
     )
+
+
+def chatty(messages: int) -> Conversation:
+    """~300-character messages on average: question ~190, call ~30, result ~540, answer ~390."""
+    return conversation(messages, result_words=90)
+
+
+def best(action: Callable[[], object], budget: float = 1.0, least: int = 3) -> float:
+    """Median seconds of ``action``, run at least ``least`` times and for about ``budget`` s."""
+    runs: list[float] = []
+    began = time.perf_counter()
+    gc.collect()
+    while len(runs) < least or (time.perf_counter() - began < budget and len(runs) < 200):
+        start = time.perf_counter()
+        action()
+        runs.append(time.perf_counter() - start)
+    return statistics.median(runs)
+
+
+# --------------------------------------------------------------------------- serde
+
+
+def serde() -> None:
+    """dumps + loads against json.dumps + json.loads of the plain OpenAI dicts."""
+    print("serialization: dumps + loads of a conversation vs json.dumps + json.loads of its")
+    print("history as plain OpenAI dicts (median ms; ratio = ours / json)")
+    header = (
+        "messages", "KiB", "json", "dumps", "loads(str)", "dumps+loads", "ratio",
+        "loads(dict)", "ratio (dict)", "ratio (counted)",
+    )  # fmt: skip
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join("---:" for _ in header) + "|")
+    for size in SIZES:
+        conv = chatty(size)
+        plain = messages_to_openai(conv.messages)
+        budget = 2.0 if size >= 1_000 else 0.5
+        raw = best(lambda: json.loads(json.dumps(plain)), budget)  # noqa: B023
+        payload = dumps(conv)
+        parsed = json.loads(payload)
+        assert loads(payload) == conv
+        # a freshly loaded conversation each time: no cache of this very object helps dumps
+        fresh = [loads(payload) for _ in range(3)]
+        dump = statistics.median(best(lambda c=c: dumps(c), budget / 3, 1) for c in fresh)
+        load = best(lambda: loads(payload), budget)  # noqa: B023
+        load_dict = best(lambda: loads(parsed), budget)  # noqa: B023
+        counted = chatty(size)  # as a trimming agent saves it: its token counts stored too
+        counter = AccurateCounter()
+        for message in counted.messages:
+            counter.count_message(message)
+        both = best(lambda: loads(dumps(counted)), budget)  # noqa: B023
+        cells = (
+            f"{size:,}",
+            f"{len(payload.encode()) / 1024:,.0f}",
+            f"{raw * 1e3:.3f}",
+            f"{dump * 1e3:.3f}",
+            f"{load * 1e3:.3f}",
+            f"{(dump + load) * 1e3:.3f}",
+            f"{(dump + load) / raw:.1f}x",
+            f"{load_dict * 1e3:.3f}",
+            f"{(dump + load_dict) / raw:.1f}x",
+            f"{both / raw:.1f}x",
+        )
+        print("| " + " | ".join(cells) + " |")
+    print()
+
+
+# --------------------------------------------------------------------------- response
+
+
+def response() -> None:
+    """AgentResponse.from_conversation of a finished 10,000-message conversation."""
+    conv = chatty(10_000)
+    build = best(lambda: AgentResponse.from_conversation(conv), 2.0)
+
+    def read() -> None:
+        answer = AgentResponse.from_conversation(conv)
+        assert len(answer.history) == 10_000
+        assert answer.history_without_function_calls
+
+    both = best(read, 2.0)
+    wire = best(lambda: messages_to_openai(conv.messages), 2.0)
+    print("AgentResponse.from_conversation, 10,000 messages (median ms)")
+    print("| from_conversation | + history views read | messages_to_openai alone |")
+    print("|---:|---:|---:|")
+    print(f"| {build * 1e3:.3f} | {both * 1e3:.3f} | {wire * 1e3:.3f} |")
+    print()
+
+
+# --------------------------------------------------------------------------- trim
+
+
+def trim() -> None:
+    """The first fit() after a load, with a fresh accurate counter."""
+    settings = ContextSettings(max_context_length=128_000)
+    print("first trim after a load: fit() of a loaded conversation with a fresh accurate counter")
+    print("(max_context_length=128,000: every message is sent; median ms)")
+    print("| messages | after load (saved counted) | never counted | ratio to 13 |")
+    print("|---:|---:|---:|---:|")
+    small = None
+    for size in (13, 1_000):
+        conv = chatty(size)
+
+        def first_fit(conv: Conversation) -> None:
+            fit(
+                conv.messages,
+                newest_user=conv.run_start,
+                system_prompt=SYSTEM,
+                summary=None,
+                tools=TOOLS,
+                settings=settings,
+                counter=AccurateCounter(),
+            )
+
+        first_fit(conv)  # the run that wrote it counted its messages
+        payload = dumps(conv)
+        runs, cold = [], []
+        for _ in range(15 if size < 1_000 else 7):
+            loaded = loads(payload)
+            began = time.perf_counter()
+            first_fit(loaded)
+            runs.append(time.perf_counter() - began)
+            copies = attrs.evolve(conv, messages=tuple(attrs.evolve(m) for m in conv.messages))
+            began = time.perf_counter()
+            first_fit(copies)
+            cold.append(time.perf_counter() - began)
+        after, never = statistics.median(runs), statistics.median(cold)
+        small = small or after
+        print(f"| {size:,} | {after * 1e3:.3f} | {never * 1e3:.3f} | {after / small:.1f}x |")
+    print()
+
+
+# --------------------------------------------------------------------------- stores
 
 
 async def measure(store: Store, start: Conversation, transitions: int) -> dict[str, list[float]]:
@@ -92,10 +275,11 @@ def p95(values: list[float]) -> float:
     return statistics.quantiles(values, n=20)[-1]
 
 
-async def main(transitions: int, messages: int) -> None:
+async def stores(transitions: int, messages: int) -> None:
+    """Load + save latency per store."""
     start = conversation(messages)
     print(
-        f"{messages} messages, {len(dumps(start).encode()) / 1024:.0f} KiB of JSON; "
+        f"stores: {messages} messages, {len(dumps(start).encode()) / 1024:.0f} KiB of JSON; "
         f"{transitions} transitions per store; µs"
     )
     header = ("store", "load p50", "load p95", "save p50", "save p95", "both p50", "both p95")
@@ -106,13 +290,13 @@ async def main(transitions: int, messages: int) -> None:
         redis_server() as redis_url,
         postgres_server(durable=True) as postgres_dsn,
     ):
-        stores: dict[str, Store | None] = {
+        by_name: dict[str, Store | None] = {
             "memory": MemoryStore(),
             "sqlite": SQLiteStore(Path(tmp, "bench.db")),
             "redis": None if redis_url is None else RedisStore(redis_url),
             "postgres": None if postgres_dsn is None else PostgresStore(postgres_dsn),
         }
-        for name, store in stores.items():
+        for name, store in by_name.items():
             if store is None:
                 print(f"| {name} | (server not installed) |")
                 continue
@@ -125,11 +309,21 @@ async def main(transitions: int, messages: int) -> None:
                 for f in (statistics.median, p95)
             ]
             print(f"| {name} | " + " | ".join(cells) + " |")
+    print()
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="serde,response,trim,stores")
     parser.add_argument("--transitions", type=int, default=500)
     parser.add_argument("--messages", type=int, default=100)
     args = parser.parse_args()
-    asyncio.run(main(args.transitions, args.messages))
+    only = set(args.only.split(","))
+    if "serde" in only:
+        serde()
+    if "response" in only:
+        response()
+    if "trim" in only:
+        trim()
+    if "stores" in only:
+        asyncio.run(stores(args.transitions, args.messages))

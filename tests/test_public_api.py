@@ -9,6 +9,10 @@ import agentfsm
 import agentfsm.testing
 
 PUBLIC = {
+    "LeaseLostError",
+    "SubAgentError",
+    "child_chat_id",
+    "load_children",
     "GuardTrip",
     "GuardTrippedEvent",
     "loop_breaker",
@@ -158,6 +162,7 @@ def test_phase_and_stop_reason_values_are_stable() -> None:
         "error",
         "invalid_output",
         "guard",
+        "worker_lost",
     }
 
 

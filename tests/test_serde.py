@@ -237,7 +237,7 @@ def test_golden_v1_payload_still_loads() -> None:
     for message in expected["messages"]:
         if message["role"] == "assistant":
             message["finish_reason"] = None
-    expected.update(output_spec=None, output_retries=0, guard=None)
+    expected.update(output_spec=None, output_retries=0, guard=None, tool_attempt=0)
     for transition in expected["transitions"]:
         transition["guard"] = None
     assert json.loads(dumps(conversation)) == expected
@@ -245,10 +245,11 @@ def test_golden_v1_payload_still_loads() -> None:
 
 def test_golden_v2_payload_loads_and_dumps_to_itself() -> None:
     """The schema_version 2 payload, with typed image, audio and file parts and a raw part,
-    loads and dumps back to the very same file."""
+    loads and dumps back to the very same file, but for its schema_version and the one field
+    added since, at its default (schema 3 only added optional layouts)."""
     payload = (GOLDEN / "conversation_v2.json").read_text()
     conversation = loads(payload)
-    assert conversation.schema_version == 2
+    assert conversation.schema_version == SCHEMA_VERSION == 3
     first = conversation.messages[0]
     assert isinstance(first, UserMessage)
     assert [part.type for part in first.content] == ["text", "image", "audio", "file", "image_url"]
@@ -260,7 +261,10 @@ def test_golden_v2_payload_loads_and_dumps_to_itself() -> None:
     assert (document.filename, document.mime) == ("itinerary.pdf", "application/pdf")
     assert isinstance(raw, RawPart)
     assert raw.data["cache_control"] == {"type": "ephemeral"}
-    assert dumps(conversation, indent=2) + "\n" == payload
+    written = payload.replace('"schema_version": 2,', '"schema_version": 3,').replace(
+        '"guard": null\n}', '"guard": null,\n  "tool_attempt": 0\n}'
+    )
+    assert dumps(conversation, indent=2) + "\n" == written != payload
 
 
 # --------------------------------------------------------------------------- migration

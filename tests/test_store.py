@@ -735,31 +735,52 @@ def test_bad_store_settings_are_configuration_errors(build: Any, message: str) -
         build()
 
 
-def _corrupt_payload(store: Store, request: pytest.FixtureRequest, data: Any) -> None:
-    """Write ``data`` as the stored payload of chat-1, behind the store's back."""
+def _corrupt_payload(
+    store: Store, request: pytest.FixtureRequest, data: Any, layout: str = "header"
+) -> None:
+    """Write ``data`` behind the store's back as chat-1's header (``layout="header"``), or
+    as its whole payload the way agentfsm 0.1.0 stored it (``layout="whole"``)."""
+    whole = layout == "whole"
     if isinstance(store, SQLiteStore):
         with sqlite3.connect(store.path) as connection:
-            connection.execute("UPDATE agentfsm_conversations SET data = ?", (data,))
+            connection.execute(
+                "UPDATE agentfsm_conversations SET data = ?, layout = ?", (data, 1 if whole else 2)
+            )
     elif isinstance(store, RedisStore):
         client = redis_sync.Redis.from_url(request.getfixturevalue("redis_url"))
-        client.hset(f"{store.prefix}chat:chat-1", "data", data)
+        if whole:
+            client.delete(*redis_chat_keys(store.prefix, "chat-1"))
+            client.hset(
+                f"{store.prefix}chat:chat-1",
+                mapping={"data": data, "version": "2", "phase": "done", "agent_name": "a"},
+            )
+        else:
+            client.hset(redis_chat_keys(store.prefix, "chat-1")[0], "data", data)
         client.close()
     elif isinstance(store, PostgresStore):
         with psycopg.connect(request.getfixturevalue("postgres_dsn"), autocommit=True) as db:
             db.execute(
-                psycopg.sql.SQL("UPDATE {} SET data = %s::jsonb").format(
+                psycopg.sql.SQL("UPDATE {} SET data = %s::jsonb, layout = %s").format(
                     psycopg.sql.Identifier(store.table)
                 ),
-                (data,),
+                (data, 1 if whole else 2),
             )
     else:  # pragma: no cover - durable_store holds only the three above
         raise AssertionError(f"cannot write behind a {type(store).__name__}'s back")
 
 
+def redis_chat_keys(prefix: str, chat_id: str) -> list[str]:
+    """The keys RedisStore keeps a chat under (its documented layout): header, messages,
+    request records, transitions, lease."""
+    base = f"{prefix}c{{{chat_id}}}:"
+    return [f"{base}h", f"{base}m", f"{base}r", f"{base}t", f"{base}lease"]
+
+
+@pytest.mark.parametrize("layout", ["header", "whole"])
 @pytest.mark.parametrize(
     ("data", "says"),
     [
-        ('{"schema_version": 1, "chat_id": "chat-1", "messages": 5}', "not a valid conversation"),
+        ('{"schema_version": 1, "chat_id": "chat-1", "phase": 5}', "not a valid conversation"),
         ("[1, 2, 3]", "must be a JSON object"),
         ('{"schema_version": "one"}', "invalid schema_version"),
         ("[" * 5000 + "]" * 5000, "does not load"),
@@ -767,12 +788,12 @@ def _corrupt_payload(store: Store, request: pytest.FixtureRequest, data: Any) ->
     ids=["wrong-shape", "array", "bad-schema-version", "deep"],
 )
 async def test_a_stored_payload_that_does_not_load_is_a_serialization_error(
-    durable_store: Store, request: pytest.FixtureRequest, data: str, says: str
+    durable_store: Store, request: pytest.FixtureRequest, data: str, says: str, layout: str
 ) -> None:
-    """A payload another program wrote (or broke) fails load() with a SerializationError
-    naming the chat, never with the decoder's own exception."""
+    """A header or a whole (0.1.0) payload another program wrote (or broke) fails load()
+    with a SerializationError naming the chat, never with the decoder's own exception."""
     await durable_store.save(rich(), None)
-    _corrupt_payload(durable_store, request, data)
+    _corrupt_payload(durable_store, request, data, layout)
     with pytest.raises(SerializationError) as caught:
         await durable_store.load("chat-1")
     assert str(caught.value).startswith("stored chat 'chat-1' does not load: ")
@@ -787,12 +808,21 @@ async def test_foreign_data_under_a_redis_prefix_is_a_typed_error(redis_url: str
     try:
         async with RedisStore(redis_url, prefix=prefix) as made:
             await made.save(rich(), None)
-            client.hset(f"{prefix}chat:chat-1", "data", b"\xff\xfe not utf-8")
+            header = redis_chat_keys(prefix, "chat-1")[0]
+            client.hset(header, "data", b"\xff\xfe not utf-8")
             with pytest.raises(SerializationError, match="its data is not UTF-8 text"):
                 await made.load("chat-1")
-            client.hset(f"{prefix}chat:chat-1", "phase", "dancing")
+            await made.save(rich("chat-2"), None)
+            client.lset(redis_chat_keys(prefix, "chat-2")[1], 0, b"\xff not utf-8")
+            with pytest.raises(SerializationError, match="its data is not UTF-8 text"):
+                await made.load("chat-2")
+            client.hset(header, "phase", "dancing")
             with pytest.raises(SerializationError, match="'chat-1' has columns agentfsm did not"):
                 await made.list()
+            client.set(redis_chat_keys(prefix, "other")[0], "a plain string")
+            with pytest.raises(StoreError, match="a key under the prefix holds something") as err:
+                await made.load("other")
+            client.delete(redis_chat_keys(prefix, "other")[0])
             client.set(f"{prefix}chat:other", "a plain string")
             with pytest.raises(StoreError, match="a key under the prefix holds something") as err:
                 await made.load("other")
@@ -963,7 +993,8 @@ def test_importing_the_store_package_loads_no_client_library() -> None:
 
 
 def test_store_exports_exactly_the_public_names() -> None:
-    """``agentfsm.store.__all__`` is pinned: the stores, the protocol, its types, its errors."""
+    """``agentfsm.store.__all__`` is pinned: the stores, the protocols, their types, their
+    errors."""
     import agentfsm.store
 
     assert set(agentfsm.store.__all__) == {
@@ -971,6 +1002,8 @@ def test_store_exports_exactly_the_public_names() -> None:
         "ChatPage",
         "ChatSummary",
         "ConcurrentUpdateError",
+        "LeaseLostError",
+        "LeaseStore",
         "MemoryStore",
         "PostgresStore",
         "RedisStopSignal",

@@ -126,6 +126,7 @@ def test_a_bare_agent_greys_tools_budget_function_calls_and_overflow() -> None:
         ("executing_tools", "stopped", "max_function_calls", "no tools"),
         ("awaiting_model", "stopped", "guard", "no guards"),
         ("executing_tools", "stopped", "guard", "no tools"),
+        ("executing_tools", "stopped", "worker_lost", "no tools"),
     }
     mermaid = machine_mermaid(agent)
     assert "    awaiting_model --> stopped: budget_exceeded (impossible, no budget)" in mermaid

@@ -290,6 +290,44 @@ def _render_response_format(response_format: Mapping[str, Any]) -> str | None:
     return f"# Response Formats\n\n## {name}\n\n{comment}{_compact_json(schema)}"
 
 
+# A message's counts as stored (agentfsm.serde): "encoding:total:content", several joined by
+# ";". A load only checks the form; a counter reads the numbers when it first needs them.
+_STORED_COUNTS = re.compile(
+    r"[A-Za-z0-9_.\-]{1,64}:[0-9]{1,18}:[0-9]{1,18}(?:;[A-Za-z0-9_.\-]{1,64}:[0-9]{1,18}:[0-9]{1,18})*"
+)
+
+
+def _pack_counts(counts: tuple[Any, ...] | str) -> str:
+    """The stored form of a message's counts (a loaded string is kept as it is)."""
+    if isinstance(counts, str):
+        return counts
+    if len(counts) == 3:
+        return f"{counts[0]}:{counts[1]}:{counts[2]}"
+    return ";".join(
+        f"{counts[k]}:{counts[k + 1]}:{counts[k + 2]}" for k in range(0, len(counts), 3)
+    )
+
+
+def _unpack_counts(message: Message, text: str) -> tuple[Any, ...] | None:
+    """A message's stored counts, read into its slot; a count that contradicts itself
+    (content above total) is dropped, to be counted afresh."""
+    if ";" not in text:  # one encoding: the usual case
+        key, total, content = text.split(":")
+        counts: tuple[Any, ...] | None = (key, int(total), int(content))
+        if counts is not None and counts[2] > counts[1]:
+            counts = None
+        object.__setattr__(message, "_tokens", counts)
+        return counts
+    flat: list[Any] = []
+    for entry in text.split(";"):
+        key, total, content = entry.split(":")
+        if int(content) <= int(total):
+            flat += (key, int(total), int(content))
+    several = tuple(flat) or None
+    object.__setattr__(message, "_tokens", several)
+    return several
+
+
 class _Entry(weakref.ref):  # type: ignore[type-arg]
     """A cached count: a weak reference to the message, carrying its counts."""
 
@@ -339,38 +377,72 @@ class _Counter:
 
     # -------------------------------------------------------------------- messages
 
+    _stored_as: str | None = None  # the key of counts kept on the message (see messages.py)
+
     def count_message(self, message: Message) -> int:
         """Tokens ``message`` costs in a request, its per-message overhead included.
 
         Cached per message object: a message counted before is not tokenized again.
         """
+        stored = message._tokens
+        if stored is not None:
+            if isinstance(stored, str):
+                stored = _unpack_counts(message, stored)
+            if stored is not None and stored[0] == self._stored_as:
+                total: int = stored[1]
+                return total
         entry = self._cache.get(id(message))
         if entry is not None and entry() is message:
             return entry.total
-        return self._count_fresh(message).total
+        return self._count_fresh(message)[0]
 
     def count_content(self, message: Message) -> int:
         """Tokens of ``message``'s string ``content`` (0 for none or content parts), cached."""
+        stored = message._tokens
+        if stored is not None:
+            if isinstance(stored, str):
+                stored = _unpack_counts(message, stored)
+            if stored is not None and stored[0] == self._stored_as:
+                content: int = stored[2]
+                return content
         entry = self._cache.get(id(message))
         if entry is not None and entry() is message:
             return entry.content
-        return self._count_fresh(message).content
+        return self._count_fresh(message)[1]
 
     def count_wire(self, message: Mapping[str, Any]) -> int:
         """Tokens an OpenAI chat-format message dict costs (not cached)."""
         return self._count_wire(message)[0]
 
-    def _count_fresh(self, message: Message) -> _Entry:
+    def _count_fresh(self, message: Message) -> tuple[int, int]:
+        """(total, content) of a message this counter has not seen: from the counts stored
+        with it (a loaded message) or by tokenizing it; kept with the message when it can be
+        stored, in this counter's cache otherwise."""
+        key = self._stored_as
+        stored = message._tokens
+        if isinstance(stored, str):
+            stored = _unpack_counts(message, stored)
+        if key is not None and stored is not None:
+            for k in range(3, len(stored) - 2, 3):  # [0:3] is not this counter's: see callers
+                if stored[k] == key:
+                    total, content = stored[k + 1], stored[k + 2]
+                    rest = (*stored[:k], *stored[k + 3 :])
+                    object.__setattr__(message, "_tokens", (key, total, content, *rest))
+                    return total, content
         wire = message_to_openai(message)
-        if isinstance(message, UserMessage) and not isinstance(message.content, str):
+        plain = not isinstance(message, UserMessage) or isinstance(message.content, str)
+        if not plain:
             wire["content"] = message.content  # typed parts: an image is counted by its size
         total, content = self._count_wire(wire)
         if isinstance(message, AssistantMessage) and message.content is None:
             content = 0
+        if key is not None and plain:  # parts may count by the model (images): not stored
+            object.__setattr__(message, "_tokens", (key, total, content, *(stored or ())))
+            return total, content
         entry = _Entry(message, self._forget)
         entry.key, entry.total, entry.content = id(message), total, content
         self._cache[entry.key] = entry
-        return entry
+        return total, content
 
     def _count_wire(self, message: Mapping[str, Any]) -> tuple[int, int]:
         """(total tokens, tokens of a string ``content``) of one wire message."""
@@ -528,6 +600,7 @@ class AccurateCounter(_Counter):
                 "context_handling_method='simple'."
             ) from error
         self._encoding_name = encoding
+        self._stored_as = encoding  # its counts are kept with the messages, and stored
         self._encode: Callable[[str], list[int]] = self._encoding.encode_ordinary
         self._texts: dict[str, int] = {}
         self._texts_size = 0

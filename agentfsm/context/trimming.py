@@ -8,6 +8,7 @@ from typing import Any
 
 import attrs
 
+from agentfsm._indices import Indices, as_indices
 from agentfsm.context import ContextSettings
 from agentfsm.context.counting import TokenCounter
 from agentfsm.messages import (
@@ -40,7 +41,10 @@ class Fit:
     """What to send of a conversation, decided by `fit`.
 
     Attributes:
-        selected: indices into the messages, in order, of those sent.
+        selected: indices into the messages, in order, of those sent. ``selected``,
+            ``dropped`` and ``excluded`` are `Indices`: sequences of ints kept as runs of
+            consecutive indices (each equals the tuple of its ints), so that a decision
+            over a long conversation stays small; any iterable of ints is taken.
         truncated: index -> tokens of content kept for a message sent cut short (its head
             and tail, with a marker saying how much was cut between them).
         dropped: indices not sent (not counting ``excluded``).
@@ -57,10 +61,10 @@ class Fit:
             were cut for the context to fit.
     """
 
-    selected: tuple[int, ...]
+    selected: Indices = attrs.field(converter=as_indices)
     truncated: Mapping[int, int] = attrs.field(factory=dict)
-    dropped: tuple[int, ...] = ()
-    excluded: tuple[int, ...] = ()
+    dropped: Indices = attrs.field(factory=Indices, converter=as_indices)
+    excluded: Indices = attrs.field(factory=Indices, converter=as_indices)
     tokens: int = 0
     fits: bool = True
     notes: tuple[str, ...] = ()
@@ -309,8 +313,8 @@ def fit(
         return count_message(messages[i])
 
     size_of = plain if per_message is None else sized
-    dropped: list[int] = []
-    excluded: list[int] = []
+    dropped: list[tuple[int, int]] = []  # runs (first, end) of messages
+    excluded: list[tuple[int, int]] = []
 
     # The current run, newest unit first: kept whole while max_messages_in_context allows.
     message_room = settings.max_messages_in_context
@@ -320,10 +324,10 @@ def fit(
     for first, end, kind in _units_backward(messages, len(messages), newest_user + 1):
         size = end - first
         if kind not in (_Kind.SINGLE, _Kind.GROUP):
-            dropped.extend(range(first, end))
+            dropped.append((first, end))
         elif blocked or (message_room is not None and size > message_room):
             blocked = True
-            dropped.extend(range(first, end))
+            dropped.append((first, end))
         else:
             if message_room is not None:
                 message_room -= size
@@ -339,10 +343,10 @@ def fit(
         boundary = 0
         for first, end, kind in _units_backward(messages, newest_user, 0):
             if kind is _Kind.ORPHAN or (kind is _Kind.UNANSWERED and keep_calls):
-                dropped.extend(range(first, end))
+                dropped.append((first, end))
                 continue
             if not keep_calls and kind is not _Kind.SINGLE:
-                excluded.extend(range(first, end))
+                excluded.append((first, end))
                 continue
             size = end - first
             if message_room is not None and size > message_room:
@@ -358,11 +362,11 @@ def fit(
                 token_room -= tokens
             history.append((first, end, tokens))
     # messages[:boundary] are all dropped, or (finished tool calls) excluded.
-    older = range(boundary) if keep_calls else range(0)
+    older = boundary if keep_calls else 0  # messages[:older] are dropped
     if not keep_calls:
         for first, end, kind in _units_backward(messages, boundary, 0):
             target = excluded if kind in (_Kind.GROUP, _Kind.UNANSWERED) else dropped
-            target.extend(range(first, end))
+            target.append((first, end))
 
     def any_dropped() -> bool:
         return bool(dropped or older)
@@ -372,7 +376,7 @@ def fit(
         while history and token_room < drop_cost:
             first, end, tokens = history.pop()
             token_room += tokens
-            dropped.extend(range(first, end))
+            dropped.append((first, end))
 
     cut_for_context = False
     if token_room is not None and token_room - (drop_cost if any_dropped() else 0) < 0:
@@ -399,14 +403,14 @@ def fit(
                 room=limit - fixed - (drop_cost if any_dropped() else 0) - overflow_cost,
             )
 
-    selected: list[int] = []
-    for first, end, _ in reversed(history):
-        selected.extend(range(first, end))
-    selected.append(newest_user)
-    for first, end, _ in reversed(run):
-        selected.extend(range(first, end))
-    chosen = set(selected)
-    truncated = {i: budgets[i] for i in sorted(budgets) if i in chosen}
+    selected = Indices(  # ascending: history and run units are newest first
+        [
+            *((first, end) for first, end, _ in reversed(history)),
+            (newest_user, newest_user + 1),
+            *((first, end) for first, end, _ in reversed(run)),
+        ]
+    )
+    truncated = {i: budgets[i] for i in sorted(budgets) if i in selected}
     notes: list[str] = []
     if drop_note and any_dropped():
         notes.append(drop_note)
@@ -414,7 +418,7 @@ def fit(
         notes.append(overflow_note)
     # Earlier runs cost what the walk summed; the current run is recounted with its cuts.
     total = fixed + sum(counter.count_wire(_system(note)) for note in notes)
-    joined = _first_system_text(preamble, notes, messages, sorted(chosen))
+    joined = _first_system_text(preamble, notes, messages, selected[0])
     if tools and joined is not None:  # the tool definitions join the first system message
         total += counter.count_tools(tools, system=joined) - counter.count_tools(tools)
     total += sum(unit_tokens for _, _, unit_tokens in history)
@@ -422,10 +426,10 @@ def fit(
     for first, end, _ in run:
         total += sum(_sent_tokens(messages[i], budgets.get(i), counter) for i in range(first, end))
     return Fit(
-        selected=tuple(selected),
+        selected=selected,
         truncated=truncated,
-        dropped=(*older, *sorted(dropped)),
-        excluded=tuple(sorted(excluded)),
+        dropped=Indices(sorted([(0, older), *dropped] if older else dropped)),
+        excluded=Indices(sorted(excluded)),
         tokens=total,
         fits=limit is None or total <= limit,
         notes=tuple(notes),
@@ -441,7 +445,7 @@ def _fit_current_run(
     room: int,
     drop_cost: int,
     overflow_cost: int,
-    dropped: list[int],
+    dropped: list[tuple[int, int]],
     dropped_before: bool,
 ) -> tuple[list[tuple[int, int, int]], bool]:
     """Cut, then drop oldest groups of, the current run (newest first) to fit in ``room``.
@@ -473,7 +477,7 @@ def _fit_current_run(
         first, end, _ = kept.pop()
         total -= sum(item.tokens for item in items[first])
         minimum -= sum(item.tokens - item.cuttable for item in items[first])
-        dropped.extend(range(first, end))
+        dropped.append((first, end))
     if not kept:
         return [], False
     sent = [item for first, _, _ in kept for item in items[first]]
@@ -514,15 +518,16 @@ def _sent_tokens(message: Message, budget: int | None, counter: TokenCounter) ->
 
 
 def _first_system_text(
-    preamble: Sequence[str], notes: Sequence[str], messages: Sequence[Message], sent: list[int]
+    preamble: Sequence[str], notes: Sequence[str], messages: Sequence[Message], first_sent: int
 ) -> str | None:
     """The text of the request's first message if it is a system message, as `render` lays
-    the request out (system prompt, summary, notes, then the messages sent)."""
+    the request out (system prompt, summary, notes, then the messages sent, the first of
+    them ``messages[first_sent]``)."""
     if preamble:
         return preamble[0]
     if notes:
         return notes[0]
-    first = messages[sent[0]] if sent else None
+    first = messages[first_sent]
     return first.content if isinstance(first, SystemMessage) else None
 
 

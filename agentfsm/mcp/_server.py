@@ -11,9 +11,9 @@ from urllib.parse import urlsplit
 
 import attrs
 import mcp.types as mcp_types
-import structlog
 from mcp import Client, MCPError
 
+from agentfsm._log import get_logger
 from agentfsm.errors import ConfigurationError
 from agentfsm.mcp._errors import MCPServerError, MCPToolError
 from agentfsm.mcp._results import result_text
@@ -23,7 +23,7 @@ from agentfsm.tools import Tool
 
 __all__ = ["MCPServer"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 _MCPServerT = TypeVar("_MCPServerT", bound="MCPServer")
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import attrs
 import mcp.types as mcp_types
-import structlog
 
+from agentfsm._log import get_logger
 from agentfsm.errors import ConfigurationError, ToolDefinitionError
 from agentfsm.tools import Tool, ToolContext
 from agentfsm.tools._binding import RESERVED, Binding
@@ -20,7 +20,7 @@ from agentfsm.tools._declared import bind_declared
 
 __all__ = ["RemoteCall", "ToolFactory", "check_inject"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 RemoteCall = Callable[[str, dict[str, Any]], Awaitable[str]]
 """Calls a tool on the server by its own name, with the arguments; returns the result text."""

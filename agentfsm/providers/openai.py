@@ -20,7 +20,7 @@ import attrs
 import openai
 
 from agentfsm.errors import MalformedReplyError
-from agentfsm.messages import AssistantMessage, ToolCall, new_tool_call_id
+from agentfsm.messages import AssistantMessage, ToolCall, new_tool_call_id, shared_text
 from agentfsm.state import ErrorInfo
 from agentfsm.usage import Usage
 
@@ -120,7 +120,9 @@ class StreamBuffer:
             ()
             if interrupted
             else tuple(
-                ToolCall(id=c[0] or new_tool_call_id(), name=c[1], arguments=c[2] or "{}")
+                ToolCall(
+                    id=c[0] or new_tool_call_id(), name=shared_text(c[1]), arguments=c[2] or "{}"
+                )
                 for _, c in sorted(self.calls.items())
                 if c[1]
             )
@@ -132,8 +134,8 @@ class StreamBuffer:
                 interrupted=interrupted,
             ),
             usage=usage_from_openai(self.usage),
-            finish_reason=self.finish_reason,
-            model=self.model or requested_model,
+            finish_reason=None if self.finish_reason is None else shared_text(self.finish_reason),
+            model=shared_text(self.model) if self.model else requested_model,
         )
 
 
@@ -304,7 +306,7 @@ def parse_completion(completion: Any, requested_model: str) -> ModelReply:
         calls.append(
             ToolCall(
                 id=_string(call_id, f"{where}.id") if call_id else new_tool_call_id(),
-                name=_string(function.get("name"), f"{where}.function.name"),
+                name=shared_text(_string(function.get("name"), f"{where}.function.name")),
                 arguments=_arguments(function.get("arguments")),
             )
         )
@@ -320,8 +322,10 @@ def parse_completion(completion: Any, requested_model: str) -> ModelReply:
             refusal=None if refusal is None else _string(refusal, "choices[0].message.refusal"),
         ),
         usage=usage_from_openai(body.get("usage")),
-        finish_reason=None if reason is None else _string(reason, "choices[0].finish_reason"),
-        model=model if isinstance(model, str) and model else requested_model,
+        finish_reason=None
+        if reason is None
+        else shared_text(_string(reason, "choices[0].finish_reason")),
+        model=shared_text(model) if isinstance(model, str) and model else requested_model,
     )
 
 

@@ -5,6 +5,8 @@ from agentfsm.store._base import (
     ChatPage,
     ChatSummary,
     ConcurrentUpdateError,
+    LeaseLostError,
+    LeaseStore,
     Store,
     StoreError,
 )
@@ -19,6 +21,8 @@ __all__ = [
     "ChatPage",
     "ChatSummary",
     "ConcurrentUpdateError",
+    "LeaseLostError",
+    "LeaseStore",
     "MemoryStore",
     "PostgresStore",
     "RedisStopSignal",

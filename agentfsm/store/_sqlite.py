@@ -13,22 +13,34 @@ from typing import Any, TypeVar
 from agentfsm.errors import ConfigurationError
 from agentfsm.state import Conversation
 from agentfsm.store._base import (
+    LAYOUT_PARTS,
     ChatPage,
     ChatSummary,
+    Checkpoint,
     Clock,
     ConcurrentUpdateError,
+    Mark,
+    Marks,
     StoreError,
     _Closing,
     check_chat_id,
+    check_lease_ttl,
     check_limit,
+    check_owner,
     check_save,
     check_user_id,
-    decode,
+    checkpoint_off_loop,
     decode_cursor,
+    decode_off_loop,
+    decode_parts_off_loop,
     default_clock,
-    encode,
+    lease_after,
+    lease_lost,
+    loaded_mark,
+    migrate_all,
     now_us,
     page,
+    stored_mark,
     summary,
     translated,
 )
@@ -38,8 +50,13 @@ __all__ = ["SQLiteStore"]
 T = TypeVar("T")
 
 TABLE = "agentfsm_conversations"
+ITEMS = "agentfsm_conversation_items"
 
-_SCHEMA = f"""
+# A chat is a row of TABLE: the columns list() reads, and `data`, which holds the header of
+# the chat's items (layout 2) or, in rows written by agentfsm 0.1.0, the whole conversation
+# (layout 1, migrated by the first save). The items (messages, request records, transitions:
+# kind 0, 1, 2) are rows of ITEMS, numbered from 0 within their kind.
+_TABLE = f"""
 CREATE TABLE IF NOT EXISTS {TABLE} (
     chat_id TEXT PRIMARY KEY NOT NULL,
     user_id TEXT,
@@ -48,30 +65,58 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
     version INTEGER NOT NULL,
     schema_version INTEGER NOT NULL,
     updated_at INTEGER NOT NULL,  -- microseconds since the Unix epoch
-    data TEXT NOT NULL  -- the JSON of agentfsm.dumps
-);
+    data TEXT NOT NULL  -- layout 2: the header; layout 1: the JSON of agentfsm.dumps
+)
+"""
+
+# Columns added to the table of 0.1.0 (ALTER TABLE, in order) and created with it since.
+_ADDED = (
+    ("layout", "INTEGER NOT NULL DEFAULT 1"),
+    ("n_messages", "INTEGER NOT NULL DEFAULT 0"),
+    ("n_requests", "INTEGER NOT NULL DEFAULT 0"),
+    ("n_transitions", "INTEGER NOT NULL DEFAULT 0"),
+    ("tail", "TEXT"),
+    ("lease_owner", "TEXT"),
+    ("lease_until", "INTEGER"),  # microseconds since the Unix epoch, by the store's clock
+)
+
+_INDEXES = f"""
 CREATE INDEX IF NOT EXISTS {TABLE}_recent ON {TABLE} (updated_at DESC, chat_id DESC);
 CREATE INDEX IF NOT EXISTS {TABLE}_user_recent
     ON {TABLE} (user_id, updated_at DESC, chat_id DESC);
+CREATE INDEX IF NOT EXISTS {TABLE}_running ON {TABLE} (updated_at)
+    WHERE phase NOT IN ('done', 'stopped');
+CREATE TABLE IF NOT EXISTS {ITEMS} (
+    chat_id TEXT NOT NULL,
+    kind INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (chat_id, kind, seq)
+);
+"""
+
+_HEADER = f"""
+SELECT version, layout, n_messages, n_requests, n_transitions, tail, lease_owner, lease_until
+FROM {TABLE} WHERE chat_id = ?
 """
 
 _INSERT = f"""
-INSERT INTO {TABLE}
-    (chat_id, user_id, agent_name, phase, version, schema_version, updated_at, data)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (chat_id) DO NOTHING
+INSERT INTO {TABLE} (chat_id, user_id, agent_name, phase, version, schema_version, updated_at,
+    data, layout, n_messages, n_requests, n_transitions, tail, lease_owner, lease_until)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 
 _UPDATE = f"""
 UPDATE {TABLE}
 SET user_id = ?2, agent_name = ?3, phase = ?4, version = ?5, schema_version = ?6,
-    updated_at = ?7, data = ?8
-WHERE chat_id = ?1 AND version = ?9
+    updated_at = ?7, data = ?8, layout = ?9, n_messages = ?10, n_requests = ?11,
+    n_transitions = ?12, tail = ?13, lease_owner = ?14, lease_until = ?15
+WHERE chat_id = ?1
 """
 
-_COLUMNS = "chat_id, user_id, agent_name, phase, version, updated_at"
+_INSERT_ITEM = f"INSERT OR REPLACE INTO {ITEMS} (chat_id, kind, seq, data) VALUES (?, ?, ?, ?)"
 
-_Row = tuple[str, "str | None", str, str, int, int, int, str]
+_COLUMNS = "chat_id, user_id, agent_name, phase, version, updated_at"
 
 # What SQLite says, and what to do about it.
 _ADVICE = {
@@ -88,19 +133,25 @@ class SQLiteStore(_Closing):
 
     The file is opened in WAL mode, so readers never wait for a writer; a save is a
     compare-and-set inside ``BEGIN IMMEDIATE``, so any number of coroutines, threads and
-    processes on one machine can share the file safely. All SQLite work runs on one worker
-    thread per store (the event loop never blocks on the disk); the table is created on
-    first use. Do not put the file on a network file system: WAL needs shared memory.
+    processes on one machine can share the file safely. A save writes what changed since the
+    stored version (the new messages, request records and transitions, and a small header),
+    not the whole conversation. All SQLite work runs on one worker thread per store (the
+    event loop never blocks on the disk); the tables are created on first use, and a file
+    written by agentfsm 0.1.0 is upgraded in place (each chat on its first save, or all of
+    them by ``agentfsm migrate``). Do not put the file on a network file system: WAL needs
+    shared memory.
 
     Args:
         path: the database file (created if missing), or ``":memory:"`` for a private one.
         timeout: seconds a save waits for another process's write lock before a
             ``StoreError`` ("database is locked").
-        clock: Unix time in seconds, for ``updated_at`` (default ``time.time``).
+        clock: Unix time in seconds, for ``updated_at`` and lease expiry (default
+            ``time.time``; every process sharing the file reads the same system clock).
+        lease_ttl: seconds a run's lease on its chat lasts unless renewed.
 
     Raises:
-        ConfigurationError: ``path`` holds a NUL character or ``timeout`` is not a finite
-            number >= 0.
+        ConfigurationError: ``path`` holds a NUL character, ``timeout`` is not a finite
+            number >= 0, or ``lease_ttl`` is not 0.01 to 86400 seconds.
 
     Errors of SQLite itself (a file that is not a database, a lock held past ``timeout``)
     come out as ``StoreError``, SQLite's own error as its ``__cause__``.
@@ -112,6 +163,7 @@ class SQLiteStore(_Closing):
         *,
         timeout: float = 30.0,
         clock: Clock = default_clock,
+        lease_ttl: float = 30.0,
     ) -> None:
         self.path = os.fspath(path)
         if not isinstance(self.path, str) or "\x00" in self.path:
@@ -125,11 +177,13 @@ class SQLiteStore(_Closing):
             raise ConfigurationError(
                 f"SQLiteStore timeout must be a finite number of seconds >= 0, got {timeout!r}"
             )
+        self.lease_ttl = check_lease_ttl(lease_ttl, "SQLiteStore")
         self._timeout = timeout
         self._clock = clock
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agentfsm-sqlite")
         self._connection: sqlite3.Connection | None = None  # touched by the worker only
         self._closed = False
+        self._marks = Marks()
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r})"
@@ -137,29 +191,80 @@ class SQLiteStore(_Closing):
     async def load(self, chat_id: str) -> Conversation | None:
         """The stored conversation of ``chat_id``, or ``None``."""
         check_chat_id(chat_id)
-        payload = await self._run(_load, chat_id)
-        return None if payload is None else decode(payload, chat_id)
+        found = await self._run(_load, chat_id)
+        if found is None:
+            return None
+        layout, data, parts, counts, version, tail = found
+        if layout != LAYOUT_PARTS:
+            conversation = await decode_off_loop(data, chat_id)
+            self._marks.forget(chat_id)
+            return conversation
+        conversation = await decode_parts_off_loop(data, parts, counts, chat_id)
+        if isinstance(tail, str) and version == conversation.version:
+            self._marks.put(chat_id, version, loaded_mark(conversation, tail))
+        return conversation
 
-    async def save(self, conversation: Conversation, expected_version: int | None) -> None:
-        """Store ``conversation`` if the stored chat is at ``expected_version`` (see ``Store``)."""
+    async def save(
+        self,
+        conversation: Conversation,
+        expected_version: int | None,
+        *,
+        lease: str | None = None,
+    ) -> None:
+        """Store ``conversation`` if the stored chat is at ``expected_version`` (see ``Store``);
+        with ``lease``, only while no other owner holds a live lease on it (see
+        ``LeaseStore``)."""
         check_save(conversation, expected_version)
-        row: _Row = (
-            conversation.chat_id,
-            conversation.user_id,
-            conversation.agent_name,
-            conversation.phase.value,
-            conversation.version,
-            conversation.schema_version,
-            now_us(self._clock),
-            encode(conversation),
-        )
-        won, actual = await self._run(_save, row, expected_version)
-        if not won:
-            raise ConcurrentUpdateError(conversation.chat_id, expected_version, actual)
+        if lease is not None:
+            check_owner(lease)
+        await self._write(conversation, expected_version, lease)
+
+    async def _write(
+        self,
+        conversation: Conversation,
+        expected_version: int | None,
+        lease: str | None,
+        *,
+        migrating: bool = False,
+    ) -> bool:
+        """Write ``conversation`` (see ``save``); False if, migrating, it needed no rewrite."""
+        chat_id = conversation.chat_id
+        base = self._marks.get(chat_id, expected_version)
+        if base is None and expected_version is not None and not migrating:
+            base = await self._run(_mark, chat_id, expected_version)
+        ttl = round(self.lease_ttl * 1e6)
+        for _ in range(3):
+            written = await checkpoint_off_loop(conversation, base)
+            row = (
+                chat_id,
+                conversation.user_id,
+                conversation.agent_name,
+                conversation.phase.value,
+                conversation.version,
+                conversation.schema_version,
+                now_us(self._clock),
+                written.header,
+            )
+            outcome, found = await self._run(
+                _save, row, written, expected_version, lease, ttl, migrating
+            )
+            if outcome == "ok":
+                self._marks.put(chat_id, conversation.version, written.mark)
+                return True
+            if outcome == "skip":
+                return False
+            self._marks.forget(chat_id)
+            if outcome == "conflict":
+                raise ConcurrentUpdateError(chat_id, expected_version, found)
+            if outcome == "leased":
+                lease_lost(chat_id, expected_version, expected_version, found)
+            base = None  # the stored items are not what this instance thought: write in full
+        raise StoreError(f"{self!r}: chat {chat_id!r} could not be written", chat_id)
 
     async def delete(self, chat_id: str) -> bool:
         """Delete ``chat_id``; True if it existed."""
         check_chat_id(chat_id)
+        self._marks.forget(chat_id)
         return await self._run(_delete, chat_id)
 
     async def list(
@@ -171,6 +276,39 @@ class SQLiteStore(_Closing):
         after = decode_cursor(cursor)
         rows = await self._run(_list, user_id, limit + 1, after)
         return page(rows, limit)
+
+    async def take_lease(self, chat_id: str, owner: str, *, steal: bool = False) -> bool:
+        """Lease ``chat_id`` to ``owner`` (see ``LeaseStore.take_lease``)."""
+        check_chat_id(chat_id)
+        check_owner(owner)
+        return await self._run(
+            _take_lease, chat_id, owner, steal, now_us(self._clock), round(self.lease_ttl * 1e6)
+        )
+
+    async def release_lease(self, chat_id: str, owner: str) -> bool:
+        """End ``owner``'s lease on ``chat_id`` (see ``LeaseStore.release_lease``)."""
+        check_chat_id(chat_id)
+        check_owner(owner)
+        return await self._run(_release_lease, chat_id, owner)
+
+    async def claim_abandoned(self, owner: str, limit: int = 100) -> tuple[str, ...]:
+        """Lease to ``owner`` the running chats no live lease covers (see ``LeaseStore``)."""
+        check_owner(owner)
+        check_limit(limit)
+        return await self._run(
+            _claim, owner, limit, now_us(self._clock), round(self.lease_ttl * 1e6)
+        )
+
+    async def migrate(self) -> int:
+        """Rewrite every chat stored whole (by agentfsm 0.1.0) in the current layout, at the
+        same version; the number rewritten. Safe while workers use the store: each chat is
+        rewritten with a compare-and-set on its version, and a chat that does not load is
+        left as it is (``load`` keeps saying why)."""
+
+        async def legacy(after: str | None) -> tuple[str, ...]:
+            return await self._run(_legacy, after, 100)
+
+        return await migrate_all(self, legacy)
 
     async def aclose(self) -> None:
         """Close the connection and stop the worker thread."""
@@ -213,7 +351,7 @@ class SQLiteStore(_Closing):
             # lose the last saves, never the file. A lost save is a version the next
             # compare-and-set sees, so it cannot be overwritten silently either.
             connection.execute("PRAGMA synchronous = NORMAL")
-            connection.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
+            _create(connection)
         except BaseException:
             connection.close()
             raise
@@ -226,37 +364,227 @@ class SQLiteStore(_Closing):
             self._connection = None
 
 
-def _load(connection: sqlite3.Connection, chat_id: str) -> object:
-    row = connection.execute(f"SELECT data FROM {TABLE} WHERE chat_id = ?", (chat_id,)).fetchone()
-    return None if row is None else row[0]  # decode() judges what another writer put there
-
-
-def _save(
-    connection: sqlite3.Connection, row: _Row, expected_version: int | None
-) -> tuple[bool, int | None]:
-    """``(True, None)`` if written, else ``(False, the stored version)``."""
-    connection.execute("BEGIN IMMEDIATE")  # the write lock now, not at the first write
+def _create(connection: sqlite3.Connection) -> None:
+    """The tables, made or upgraded (from 0.1.0's) in one transaction."""
+    connection.execute("BEGIN IMMEDIATE")
     try:
-        if expected_version is None:
-            written = connection.execute(_INSERT, row).rowcount
-        else:
-            written = connection.execute(_UPDATE, (*row, expected_version)).rowcount
-        if written == 1:
-            connection.execute("COMMIT")
-            return True, None
-        found = connection.execute(
-            f"SELECT version FROM {TABLE} WHERE chat_id = ?", (row[0],)
-        ).fetchone()
-        connection.execute("ROLLBACK")
-        return False, None if found is None else int(found[0])
+        connection.execute(_TABLE)
+        have = {row[1] for row in connection.execute(f"PRAGMA table_info({TABLE})")}
+        for name, kind in _ADDED:
+            if name not in have:
+                connection.execute(f"ALTER TABLE {TABLE} ADD COLUMN {name} {kind}")
+        for statement in _INDEXES.split(";"):
+            if statement.strip():
+                connection.execute(statement)
+        connection.execute("COMMIT")
     except BaseException:
         if connection.in_transaction:
             connection.execute("ROLLBACK")
         raise
 
 
+def _int(value: object) -> int | None:
+    """A stored integer column, or None when another program put something else there."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+_Loaded = tuple[object, object, tuple[list[object], ...], tuple[object, ...], object, object]
+
+
+def _load(connection: sqlite3.Connection, chat_id: str) -> _Loaded | None:
+    # One read transaction: the header and its items are of the same save.
+    connection.execute("BEGIN")
+    try:
+        row = connection.execute(
+            f"SELECT layout, data, n_messages, n_requests, n_transitions, version, tail "
+            f"FROM {TABLE} WHERE chat_id = ?",
+            (chat_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        layout, data, *counts, version, tail = row
+        parts: tuple[list[object], ...] = ([], [], [])
+        if layout == LAYOUT_PARTS:
+            parts = tuple(
+                [
+                    item
+                    for (item,) in connection.execute(
+                        f"SELECT data FROM {ITEMS} WHERE chat_id = ? AND kind = ? AND seq < ? "
+                        "ORDER BY seq",
+                        (chat_id, kind, count if isinstance(count, int) else 0),
+                    )
+                ]
+                for kind, count in enumerate(counts)
+            )
+        return layout, data, parts, tuple(counts), version, tail  # decode judges them
+    finally:
+        connection.execute("COMMIT")
+
+
+def _save(
+    connection: sqlite3.Connection,
+    row: tuple[Any, ...],
+    written: Checkpoint,
+    expected_version: int | None,
+    lease: str | None,
+    ttl: int,
+    migrating: bool = False,
+) -> tuple[str, Any]:
+    """``("ok", None)`` if written; else ``("conflict", the stored version)``, ``("leased",
+    the holder)`` or ``("stale", None)`` (the stored items are not the checkpoint's base)."""
+    connection.execute("BEGIN IMMEDIATE")  # the write lock now, not at the first write
+    try:
+        chat_id, now = row[0], row[6]
+        found = connection.execute(_HEADER, (chat_id,)).fetchone()
+        actual = None if found is None else _int(found[0])
+        if found is not None and actual is None:
+            actual = -1  # a version another program wrote: no save can expect it
+        if actual != expected_version:
+            connection.execute("ROLLBACK")
+            return "conflict", actual
+        holder, until = (found[6], _int(found[7])) if found is not None else (None, None)
+        if (
+            lease is not None
+            and isinstance(holder, str)
+            and holder != lease
+            and until is not None
+            and until >= now
+        ):
+            connection.execute("ROLLBACK")
+            return "leased", holder
+        base = written.base
+        if base is not None and (
+            found is None
+            or found[1] != LAYOUT_PARTS
+            or (found[2], found[3], found[4]) != base.counts
+            or found[5] != base.tail
+        ):
+            connection.execute("ROLLBACK")
+            return "stale", None
+        if migrating and (found is None or found[1] == LAYOUT_PARTS):
+            connection.execute("ROLLBACK")
+            return "skip", None  # already in parts: nothing to migrate
+        running = row[3] not in _TERMINAL
+        if migrating:
+            owner, lease_until = holder, until
+        else:
+            owner, lease_until = lease_after(running, lease, holder, until, now, ttl)
+        header = (*row, LAYOUT_PARTS, *written.mark.counts, written.mark.tail, owner, lease_until)
+        if found is None:
+            connection.execute(_INSERT, header)
+        else:
+            if base is None:
+                connection.execute(f"DELETE FROM {ITEMS} WHERE chat_id = ?", (chat_id,))
+            connection.execute(_UPDATE, header)
+        connection.executemany(
+            _INSERT_ITEM, ((chat_id, kind, seq, data) for kind, seq, data in written.rows())
+        )
+        connection.execute("COMMIT")
+        return "ok", None
+    except BaseException:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise
+
+
+_TERMINAL = ("done", "stopped")
+
+
 def _delete(connection: sqlite3.Connection, chat_id: str) -> bool:
-    return connection.execute(f"DELETE FROM {TABLE} WHERE chat_id = ?", (chat_id,)).rowcount > 0
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        existed = (
+            connection.execute(f"DELETE FROM {TABLE} WHERE chat_id = ?", (chat_id,)).rowcount > 0
+        )
+        connection.execute(f"DELETE FROM {ITEMS} WHERE chat_id = ?", (chat_id,))
+        connection.execute("COMMIT")
+        return existed
+    except BaseException:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise
+
+
+def _take_lease(
+    connection: sqlite3.Connection, chat_id: str, owner: str, steal: bool, now: int, ttl: int
+) -> bool:
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        found = connection.execute(
+            f"SELECT phase, lease_owner, lease_until FROM {TABLE} WHERE chat_id = ?", (chat_id,)
+        ).fetchone()
+        if found is None or found[0] in _TERMINAL:
+            connection.execute("ROLLBACK")
+            return False
+        phase, holder, until = found[0], found[1], _int(found[2])
+        held = isinstance(holder, str) and holder != owner and until is not None and until >= now
+        if held and not steal:
+            connection.execute("ROLLBACK")
+            return False
+        connection.execute(
+            f"UPDATE {TABLE} SET lease_owner = ?, lease_until = ? WHERE chat_id = ?",
+            (owner, now + ttl, chat_id),
+        )
+        connection.execute("COMMIT")
+        return phase is not None
+    except BaseException:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise
+
+
+def _release_lease(connection: sqlite3.Connection, chat_id: str, owner: str) -> bool:
+    return (
+        connection.execute(
+            f"UPDATE {TABLE} SET lease_owner = NULL, lease_until = NULL "
+            "WHERE chat_id = ? AND lease_owner = ?",
+            (chat_id, owner),
+        ).rowcount
+        > 0
+    )
+
+
+def _claim(
+    connection: sqlite3.Connection, owner: str, limit: int, now: int, ttl: int
+) -> tuple[str, ...]:
+    """Lease the oldest running chats without a live lease to ``owner``, in one transaction:
+    two processes claiming at once take turns, and the second finds them leased."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        claimed = tuple(
+            chat_id
+            for (chat_id,) in connection.execute(
+                f"SELECT chat_id FROM {TABLE} WHERE phase NOT IN ('done', 'stopped') "
+                "AND (lease_until IS NULL OR lease_until < ?) ORDER BY updated_at LIMIT ?",
+                (now, limit),
+            ).fetchall()
+        )
+        connection.executemany(
+            f"UPDATE {TABLE} SET lease_owner = ?, lease_until = ? WHERE chat_id = ?",
+            ((owner, now + ttl, chat_id) for chat_id in claimed),
+        )
+        connection.execute("COMMIT")
+        return claimed
+    except BaseException:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise
+
+
+def _legacy(connection: sqlite3.Connection, after: str | None, limit: int) -> tuple[str, ...]:
+    """Up to ``limit`` chats after ``after`` (by id) still stored whole."""
+    rows = connection.execute(
+        f"SELECT chat_id FROM {TABLE} WHERE layout IS NOT ? AND chat_id > ? "
+        "ORDER BY chat_id LIMIT ?",
+        (LAYOUT_PARTS, "" if after is None else after, limit),
+    ).fetchall()
+    return tuple(chat_id for (chat_id,) in rows)
+
+
+def _mark(connection: sqlite3.Connection, chat_id: str, version: int) -> Mark | None:
+    """The mark of ``chat_id`` if it is stored in parts at ``version``."""
+    found = connection.execute(_HEADER, (chat_id,)).fetchone()
+    return stored_mark(found, version, LAYOUT_PARTS)
 
 
 def _list(

@@ -8,12 +8,23 @@ import json
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from pydantic import TypeAdapter
 
-from agentfsm.errors import ToolArgumentError, ToolDefinitionError
+from agentfsm.budget import to_decimal
+from agentfsm.errors import (
+    ConfigurationError,
+    InvalidInputError,
+    ToolArgumentError,
+    ToolDefinitionError,
+)
+from agentfsm.usage import Usage
+
+if TYPE_CHECKING:
+    from agentfsm.hooks import Emitter
 from agentfsm.schema._validator import Validator, json_kind
 
 __all__ = [
@@ -22,6 +33,7 @@ __all__ = [
     "RESERVED",
     "UNANNOTATED",
     "Binding",
+    "Ledger",
     "PreparedCall",
     "ToolContext",
     "check_injected_hint",
@@ -49,6 +61,14 @@ class ToolContext:
         call_id: the id of the tool call this context serves (the one its result answers):
             a key for a tool with side effects to deduplicate on, since a run resumed after a
             crash may run a call again with the same id.
+        attempt: 1 the first time this call runs; 2 and up when a run resumed after its
+            worker died runs it again (a call that had not finished when the worker died:
+            it may have had effects, so deduplicate them on ``call_id``).
+        depth: how deep the calling run is in a tree of agents: 0 for a run a caller started,
+            1 for an agent run as another agent's tool (``Agent.as_tool``), and so on.
+        budget_left: USD the calling chat may still spend under its budget, or ``None`` when
+            it has no budget (or no pricing): what a tool that spends money itself (a
+            sub-agent, a paid API) should stay within.
     """
 
     chat_id: str
@@ -56,6 +76,54 @@ class ToolContext:
     agent_name: str
     turn: int
     call_id: str | None = attrs.field(default=None, kw_only=True)
+    attempt: int = attrs.field(default=1, kw_only=True)
+    depth: int = attrs.field(default=0, kw_only=True)
+    budget_left: Decimal | None = attrs.field(default=None, kw_only=True)
+    _ledger: Ledger | None = attrs.field(
+        default=None, kw_only=True, alias="ledger", repr=False, eq=False
+    )
+
+    def charge(self, usage: Usage | None = None, cost: Decimal | float | str = 0) -> None:
+        """Count what this call spent in the calling chat's totals and budget: a tool that
+        calls a model itself (a sub-agent, a summarizer) reports its tokens and USD here.
+
+        The spend is added to ``conversation.usage`` / ``cost`` (and the run's) when the
+        call's batch ends, whatever the call's outcome, so the chat's budget sees it at the
+        next check. Outside a run (a context built by hand) it is ignored.
+
+        Raises:
+            InvalidInputError: ``usage`` is not a ``Usage``, or ``cost`` is not a
+                non-negative finite number.
+        """
+        if usage is not None and not isinstance(usage, Usage):
+            raise InvalidInputError(f"charge() takes a Usage, got {type(usage).__name__}")
+        try:
+            amount = to_decimal(cost, "charge()'s cost")
+        except ConfigurationError as error:
+            raise InvalidInputError(str(error)) from None
+        if self._ledger is not None:
+            self._ledger.add(usage or Usage(), amount)
+
+    @property
+    def events(self) -> Emitter | None:
+        """Where the calling run's events go (for a child run to forward its own)."""
+        return None if self._ledger is None else self._ledger.events
+
+
+class Ledger:
+    """What the calls of one tool batch spent, reported through ``ToolContext.charge``, and
+    the run their events belong to."""
+
+    __slots__ = ("cost", "events", "usage")
+
+    def __init__(self, events: Emitter | None = None) -> None:
+        self.events = events
+        self.usage = Usage()
+        self.cost = Decimal(0)
+
+    def add(self, usage: Usage, cost: Decimal) -> None:
+        self.usage = self.usage + usage
+        self.cost += cost
 
 
 @attrs.frozen

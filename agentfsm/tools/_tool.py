@@ -17,6 +17,7 @@ from agentfsm.schema._validator import TOOL_STYLE
 from agentfsm.tools._binding import Binding, PreparedCall, ToolContext, parse_arguments
 from agentfsm.tools._declared import bind_declared, check_spec_keys, function_schema, schema_name
 from agentfsm.tools._functions import bind_function
+from agentfsm.tools._threads import ToolThreads, shared_threads
 
 __all__ = ["Tool", "tool", "tools_from_registry"]
 
@@ -291,17 +292,22 @@ class Tool:
                 ) from None
         return PreparedCall(arguments=data, kwargs=kwargs, ignored=ignored)
 
-    async def invoke(self, call: PreparedCall, context: ToolContext) -> Any:
+    async def invoke(
+        self, call: PreparedCall, context: ToolContext, *, threads: ToolThreads | None = None
+    ) -> Any:
         """Run the tool: inject identity, run the function, apply the timeout.
 
-        Async functions run on the event loop, sync functions in a worker thread (a sync
-        function that returns an awaitable has it awaited). On timeout the call is cancelled;
-        a sync function's thread cannot be stopped and runs on in the background.
+        Async functions run on the event loop, sync functions in a thread of ``threads``
+        (a sync function that returns an awaitable has it awaited). On timeout the call is
+        cancelled; a sync function's thread cannot be stopped and runs on in the background,
+        outside the pool's count.
 
         Args:
             call: the prepared call from `prepare`.
             context: the call's context; ``user_id``, ``chat_id`` and ``ToolContext``
                 parameters are filled from it, overriding anything else.
+            threads: where a sync function runs (an agent passes its own pool); by default
+                a pool shared by calls made outside an agent, never the event loop's.
 
         Returns:
             What the function returned (see `format_result` to turn it into a tool message).
@@ -316,7 +322,9 @@ class Tool:
             kwargs = dict(kwargs)
             for param, field in binding.injected:
                 kwargs[param] = context if field is None else getattr(context, field)
-        awaitable = self.func(**kwargs) if binding.is_async else _run_in_thread(self.func, kwargs)
+        awaitable = (
+            self.func(**kwargs) if binding.is_async else _run_in_thread(threads, self.func, kwargs)
+        )
         if self.timeout is None:
             return await awaitable
         try:
@@ -333,8 +341,10 @@ class Tool:
         return self.func(*args, **kwargs)
 
 
-async def _run_in_thread(func: Callable[..., Any], kwargs: Mapping[str, Any]) -> Any:
-    result = await asyncio.to_thread(func, **kwargs)
+async def _run_in_thread(
+    threads: ToolThreads | None, func: Callable[..., Any], kwargs: Mapping[str, Any]
+) -> Any:
+    result = await (threads if threads is not None else shared_threads()).run(func, kwargs)
     if inspect.isawaitable(result):
         result = await result
     return result
