@@ -18,9 +18,22 @@ Four measurements, each printed as a table (``--only`` picks some):
   the save and both, for the memory store (``loads`` + ``dumps`` alone), SQLite (WAL,
   synchronous NORMAL, on local disk) and, when their servers are installed, private Redis (no
   persistence) and PostgreSQL (fsync on) instances on loopback.
+- ``run``: one new one-tool run (``send_message`` on a stored chat of 1,000 and 10,000
+  messages, ~300 characters each, with their request records and transition log: the load,
+  two requests to the scripted server, the tool, every checkpoint) against the raw openai SDK
+  loop of ``benchmarks/overhead.py`` making the same two requests with the same history, in
+  the same process, interleaved. CPU ms of this process (``process_time``, every thread: the
+  SQLite store's work counts as ours); the scripted server runs in another process and is not
+  counted. Redis and PostgreSQL (private servers, PostgreSQL fsync off) run in their own
+  processes: their CPU is not in the ratio, it is printed apart (Redis: its ``INFO cpu``;
+  PostgreSQL: ``/proc`` of its client backends). Without and with trimming
+  (``max_context_length=128,000``, the stored messages carrying their token counts as a
+  trimming agent saves them; the raw loop then sends the same window). ``--profile`` prints
+  cProfile's top functions of the agent's runs at the largest size, per store.
 
-    python benchmarks/store.py [--only serde,response,trim,stores] [--transitions 500]
-                               [--messages 100]
+    python benchmarks/store.py [--only serde,response,trim,stores,run] [--transitions 500]
+                               [--messages 100] [--run-sizes 1000,10000] [--runs 10]
+                               [--run-stores sqlite,redis,postgres] [--profile]
 """
 
 from __future__ import annotations
@@ -37,6 +50,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import attrs
 
@@ -69,6 +83,8 @@ from agentfsm.store import (  # noqa: E402
     Store,
 )
 from tests.store_servers import postgres_server, redis_server  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # for overhead and checkpoint
 
 WORDS = "the river stone cloud maple orbit quartz tiger report figure table value"
 VOCABULARY = WORDS.split()
@@ -312,11 +328,223 @@ async def stores(transitions: int, messages: int) -> None:
     print()
 
 
+# --------------------------------------------------------------------------- run
+
+
+async def raw_run(client: Any, start: list[dict[str, Any]]) -> str:
+    """``overhead.raw_conversation``'s loop, starting from ``start`` (system prompt, stored
+    history, the new question) instead of the system prompt and question alone."""
+    from overhead import TOOLS as WEATHER_TOOLS
+    from overhead import get_weather_impl
+
+    messages = list(start)
+    for _ in range(10):
+        completion = await client.chat.completions.create(
+            model="scripted-model", messages=messages, tools=WEATHER_TOOLS
+        )
+        message = completion.choices[0].message
+        if not message.tool_calls:
+            return message.content or ""
+        messages.append(
+            {
+                "role": "assistant",
+                "tool_calls": [
+                    {
+                        "id": c.id,
+                        "type": "function",
+                        "function": {"name": c.function.name, "arguments": c.function.arguments},
+                    }
+                    for c in message.tool_calls
+                ],
+            }
+        )
+        for c in message.tool_calls:
+            result = await get_weather_impl(**json.loads(c.function.arguments))
+            messages.append({"role": "tool", "tool_call_id": c.id, "content": result})
+    raise RuntimeError("no final answer")
+
+
+def _proc_cpu(pids: list[int]) -> float:
+    """CPU seconds (user + system) of these processes, from ``/proc``."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+async def _server_cpu(kind: str, target: str | None) -> float:
+    """CPU seconds the store's server has used so far (0 for SQLite: it runs in here)."""
+    if kind == "redis" and target is not None:
+        import redis.asyncio as aioredis
+
+        admin = aioredis.Redis.from_url(target)
+        try:
+            cpu = await admin.info("cpu")
+        finally:
+            await admin.aclose()
+        return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
+    if kind == "postgres" and target is not None:
+        import psycopg
+
+        async with await psycopg.AsyncConnection.connect(target, autocommit=True) as admin:
+            rows = await (
+                await admin.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend'"
+                    " AND pid <> pg_backend_pid()"
+                )
+            ).fetchall()
+        return _proc_cpu([int(r[0]) for r in rows])
+    return 0.0
+
+
+async def one_run(
+    kind: str, target: str | None, tmp: str, base_url: str, size: int, trims: bool, runs: int,
+    profile: bool,
+) -> dict[str, float]:  # fmt: skip
+    """Median CPU ms of the agent's run and of the raw loop, and the store server's CPU ms
+    per agent run, for one store, history size and trimming setting."""
+    import openai
+    from checkpoint import history
+    from overhead import QUESTION, get_weather
+
+    from agentfsm import AsyncOpenAISimpleAgent
+
+    store: Store
+    if kind == "sqlite":
+        store = SQLiteStore(Path(tmp, f"run-{size}-{trims}.db"))
+    elif kind == "redis":
+        assert target is not None
+        store = RedisStore(target, prefix=f"run-{size}-{trims}:")
+    else:
+        assert target is not None
+        store = PostgresStore(target, table=f"run_{size}_{int(trims)}")
+    client = openai.AsyncOpenAI(api_key="bench", base_url=base_url, max_retries=0)
+    raw_client = openai.AsyncOpenAI(api_key="bench", base_url=base_url, max_retries=0)
+    agent = AsyncOpenAISimpleAgent(
+        model="scripted-model",
+        client=client,
+        agent_name="bench",
+        system_prompt=SYSTEM,
+        tool_registry=[get_weather],
+        store=store,
+        max_context_length=128_000 if trims else None,
+    )
+    try:
+        async with store:
+            stored = history(size)
+            if trims:  # as a trimming agent saves them: every message with its count
+                counter = agent.wiring.counter
+                for message in stored.messages:
+                    counter.count_message(message)
+            await store.save(stored, None)
+            chat = stored.chat_id
+            plain = messages_to_openai(stored.messages)
+            sent = plain
+            for _ in range(2):  # warm connections, caches, the tokenizer
+                answer = await agent.send_message(QUESTION, user_id="u1", chat_id=chat)
+            window = answer.conversation.context
+            if trims and window is not None:  # the raw loop sends the same old messages
+                sent = [plain[i] for i in window.selected if i < len(plain)]
+            start = [{"role": "system", "content": SYSTEM}, *sent,
+                     {"role": "user", "content": QUESTION}]  # fmt: skip
+            await raw_run(raw_client, start)
+            fsm: list[float] = []
+            raw: list[float] = []
+            server = 0.0
+            profiler = None
+            if profile:
+                import cProfile
+
+                profiler = cProfile.Profile()
+            for _ in range(runs):
+                gc.collect()
+                before = await _server_cpu(kind, target)
+                began = time.process_time()
+                if profiler is not None:
+                    profiler.enable()
+                answer = await agent.send_message(QUESTION, user_id="u1", chat_id=chat)
+                if profiler is not None:
+                    profiler.disable()
+                fsm.append(time.process_time() - began)
+                server += await _server_cpu(kind, target) - before
+                assert "sunny" in answer.output.lower(), answer.output
+                gc.collect()
+                began = time.process_time()
+                output = await raw_run(raw_client, start)
+                raw.append(time.process_time() - began)
+                assert "sunny" in output.lower(), output
+            if profiler is not None:
+                import pstats
+
+                print(f"profile: {kind}, {size:,} messages, trimming {trims}, {runs} runs")
+                stats = pstats.Stats(profiler).strip_dirs().sort_stats("cumulative")
+                stats.print_stats(30)
+                stats.sort_stats("tottime").print_stats(20)
+            await store.delete(chat)
+    finally:
+        await agent.aclose()
+        await client.close()
+        await raw_client.close()
+    return {
+        "fsm": statistics.median(fsm) * 1e3,
+        "raw": statistics.median(raw) * 1e3,
+        "server": server / runs * 1e3,
+        "window": len(sent),
+    }
+
+
+async def run_table(sizes: list[int], kinds: list[str], runs: int, profile: bool) -> None:
+    """One new one-tool run on a stored chat, per store, size and trimming setting."""
+    from scale import scripted_servers
+
+    print(
+        f"one new one-tool run on a stored chat vs the raw SDK's two calls; median CPU ms of "
+        f"{runs} runs of this process (ratio = agentfsm / raw); server ms: the store server's "
+        "own CPU per agentfsm run, not in the ratio"
+    )
+    header = ("messages", "store", "trimming", "sent", "agentfsm ms", "raw ms", "ratio",
+              "server ms")  # fmt: skip
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join("---:" if i != 1 else "---" for i in range(len(header))) + "|")
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        redis_server() as redis_url,
+        postgres_server() as postgres_dsn,
+        scripted_servers(1) as urls,
+    ):
+        targets = {"sqlite": None, "redis": redis_url, "postgres": postgres_dsn}
+        for size in sizes:
+            for kind in kinds:
+                if kind != "sqlite" and targets[kind] is None:
+                    print(f"| {size:,} | {kind} | (server not installed) |")
+                    continue
+                for trims in (False, True):
+                    got = await one_run(
+                        kind, targets[kind], tmp, urls[0], size, trims, runs,
+                        profile and size == max(sizes),
+                    )  # fmt: skip
+                    cells = (
+                        f"{size:,}", kind, "yes" if trims else "no", f"{got['window']:,}",
+                        f"{got['fsm']:.1f}", f"{got['raw']:.1f}",
+                        f"{got['fsm'] / got['raw']:.2f}x",
+                        "-" if kind == "sqlite" else f"{got['server']:.1f}",
+                    )  # fmt: skip
+                    print("| " + " | ".join(cells) + " |", flush=True)
+    print()
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="serde,response,trim,stores")
+    parser.add_argument("--only", default="serde,response,trim,stores,run")
     parser.add_argument("--transitions", type=int, default=500)
     parser.add_argument("--messages", type=int, default=100)
+    parser.add_argument("--run-sizes", default="1000,10000")
+    parser.add_argument("--run-stores", default="sqlite,redis,postgres")
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
     only = set(args.only.split(","))
     if "serde" in only:
@@ -327,3 +555,7 @@ if __name__ == "__main__":
         trim()
     if "stores" in only:
         asyncio.run(stores(args.transitions, args.messages))
+    if "run" in only:
+        sizes = [int(n) for n in args.run_sizes.split(",")]
+        kinds = args.run_stores.split(",")
+        asyncio.run(run_table(sizes, kinds, args.runs, args.profile))

@@ -9,13 +9,9 @@ from typing import TYPE_CHECKING, Any
 from agentfsm.errors import ConfigurationError
 from agentfsm.state import Conversation
 from agentfsm.store._base import (
-    LAYOUT_PARTS,
     ChatPage,
-    Checkpoint,
     Clock,
     ConcurrentUpdateError,
-    Joined,
-    Marks,
     StoreError,
     _Closing,
     check_chat_id,
@@ -24,20 +20,26 @@ from agentfsm.store._base import (
     check_owner,
     check_save,
     check_user_id,
-    checkpoint_off_loop,
     decode_cursor,
-    decode_off_loop,
-    decode_parts_off_loop,
     default_clock,
     lease_lost,
-    loaded_mark,
-    migrate_all,
     now_us,
     page,
     require,
-    stored_mark,
     summary,
     translated,
+)
+from agentfsm.store._layout import (
+    LAYOUT_PARTS,
+    Checkpoint,
+    Joined,
+    Marks,
+    checkpoint_off_loop,
+    decode_off_loop,
+    decode_parts_off_loop,
+    loaded_mark,
+    migrate_all,
+    stored_mark,
 )
 
 if TYPE_CHECKING:

@@ -7,14 +7,9 @@ from typing import TYPE_CHECKING, Any
 from agentfsm.errors import ConfigurationError, SerializationError
 from agentfsm.state import Conversation
 from agentfsm.store._base import (
-    LAYOUT_PARTS,
     ChatPage,
-    Checkpoint,
     Clock,
     ConcurrentUpdateError,
-    Joined,
-    Mark,
-    Marks,
     StoreError,
     _Closing,
     check_chat_id,
@@ -23,20 +18,27 @@ from agentfsm.store._base import (
     check_owner,
     check_save,
     check_user_id,
-    checkpoint_off_loop,
     decode_cursor,
-    decode_off_loop,
-    decode_parts_off_loop,
     default_clock,
     encode_cursor,
     lease_lost,
-    loaded_mark,
-    migrate_all,
     now_us,
     require,
-    stored_mark,
     summary,
     translated,
+)
+from agentfsm.store._layout import (
+    LAYOUT_PARTS,
+    Checkpoint,
+    Joined,
+    Mark,
+    Marks,
+    checkpoint_off_loop,
+    decode_off_loop,
+    decode_parts_off_loop,
+    loaded_mark,
+    migrate_all,
+    stored_mark,
 )
 
 if TYPE_CHECKING:

@@ -13,14 +13,10 @@ from typing import Any, TypeVar
 from agentfsm.errors import ConfigurationError
 from agentfsm.state import Conversation
 from agentfsm.store._base import (
-    LAYOUT_PARTS,
     ChatPage,
     ChatSummary,
-    Checkpoint,
     Clock,
     ConcurrentUpdateError,
-    Mark,
-    Marks,
     StoreError,
     _Closing,
     check_chat_id,
@@ -29,20 +25,26 @@ from agentfsm.store._base import (
     check_owner,
     check_save,
     check_user_id,
-    checkpoint_off_loop,
     decode_cursor,
-    decode_off_loop,
-    decode_parts_off_loop,
     default_clock,
     lease_after,
     lease_lost,
-    loaded_mark,
-    migrate_all,
     now_us,
     page,
-    stored_mark,
     summary,
     translated,
+)
+from agentfsm.store._layout import (
+    LAYOUT_PARTS,
+    Checkpoint,
+    Mark,
+    Marks,
+    checkpoint_off_loop,
+    decode_off_loop,
+    decode_parts_off_loop,
+    loaded_mark,
+    migrate_all,
+    stored_mark,
 )
 
 __all__ = ["SQLiteStore"]
