@@ -879,27 +879,42 @@ class Agent(Generic[OutputT]):
 
         Takes over at once, with no lease to wait out: a worker still running the chat loses
         its next save with ``ConcurrentUpdateError``. A run left in ``awaiting_model`` repeats
-        the request; one left in ``executing_tools`` runs that batch of tool calls again
-        (at-least-once for the tools that were running when the worker died). A finished
-        conversation is returned as it is.
+        the request; one left in ``executing_tools`` runs the calls of its batch that had not
+        finished (at-least-once for the tools that were running when the worker died;
+        ``ToolContext.attempt`` says so). A finished conversation is returned as it is.
 
         Raises:
             ChatAccessError: no store, no such chat, or it belongs to another ``user_id``.
         """
-        if self.store is None:
+        resumed = await self._resume(chat_id, user_id, debug_print, claimed=False)
+        assert resumed is not None  # only a claimed chat can be let go
+        return resumed
+
+    async def _resume(
+        self, chat_id: str, user_id: str | None, debug_print: bool, *, claimed: bool
+    ) -> Conversation | None:
+        """``resume``; for a chat ``recover()`` ``claimed``, the claim is renewed without
+        force first, and ``None`` returned if another worker holds the chat by now (a claim
+        can run out before its turn comes: both would run it)."""
+        store = self.store
+        if store is None:
             raise ChatAccessError(chat_id, "resume() needs an agent built with store=...")
-        stored = await self.store.load(chat_id)
+        if claimed and not await recovery.renew(store, chat_id, self.lease_owner):
+            log.info("chat_claimed_elsewhere", chat_id=chat_id)
+            return None
+        stored = await store.load(chat_id)
         if stored is None:
             raise ChatAccessError(chat_id, f"chat {chat_id!r} is not in the store")
         await self._load_tools()
         _check_owner(stored, user_id)
-        await recovery.take_over(self.store, chat_id, self.lease_owner)
+        if not claimed:
+            await recovery.take_over(store, chat_id, self.lease_owner)
         if stored.phase is Phase.EXECUTING_TOOLS:
             # The batch is taken up again: its unfinished calls run as a new attempt.
             again = attrs.evolve(
                 stored, tool_attempt=stored.tool_attempt + 1, version=stored.version + 1
             )
-            await recovery.save(self.store, again, stored.version, self.lease_owner)
+            await recovery.save(store, again, stored.version, self.lease_owner)
             stored = again
         return await self._run(stored, debug_print, None)
 

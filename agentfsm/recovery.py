@@ -37,6 +37,7 @@ __all__ = [
     "owner",
     "recover",
     "recovering",
+    "renew",
     "renewing",
     "save",
     "take_over",
@@ -56,7 +57,9 @@ class _Agent(Protocol):
     @property
     def store(self) -> Store | None: ...
 
-    async def resume(self, chat_id: str) -> Conversation: ...
+    async def _resume(
+        self, chat_id: str, user_id: str | None, debug_print: bool, *, claimed: bool
+    ) -> Conversation | None: ...
 
     def _runtime(self, conversation: Conversation, debug: bool, sink: None) -> machine.Runtime: ...
 
@@ -126,6 +129,12 @@ async def save(
         await store.save(conversation, expected_version, lease=owner)
     else:
         await store.save(conversation, expected_version)
+
+
+async def renew(store: Store, chat_id: str, owner: str) -> bool:
+    """Renew ``owner``'s lease on ``chat_id`` without force: False if another owner holds
+    it now, or there is no such chat."""
+    return not leasing(store) or await store.take_lease(chat_id, owner)
 
 
 async def take_over(store: Store | None, chat_id: str, owner: str) -> None:
@@ -205,7 +214,9 @@ async def _recover_one(agent: _Agent, chat_id: str, on_lost: OnLost) -> Conversa
     runs out and a later ``recover()`` tries again)."""
     try:
         if on_lost == "resume":
-            return await agent.resume(chat_id)
+            # Not resume(), which takes the lease by force: the claim may have run out by now
+            # (a scan takes its time) and another worker claimed the chat; both would run it.
+            return await agent._resume(chat_id, None, False, claimed=True)
         return await _stop(agent, chat_id)
     except AgentFSMError as error:
         log.warning("chat_not_recovered", chat_id=chat_id, error=str(error))
@@ -215,6 +226,9 @@ async def _recover_one(agent: _Agent, chat_id: str, on_lost: OnLost) -> Conversa
 async def _stop(agent: _Agent, chat_id: str) -> Conversation | None:
     """Stop the claimed chat with stop reason ``worker_lost``, without running its action."""
     store = _lease_store(agent)
+    if not await renew(store, chat_id, agent.lease_owner):  # claimed elsewhere by now
+        log.info("chat_claimed_elsewhere", chat_id=chat_id)
+        return None
     conversation = await store.load(chat_id)
     if conversation is None or conversation.finished:
         return conversation

@@ -518,15 +518,23 @@ class RedisStore(_Closing):
             found: list[tuple[str, float]] = await self._redis.zrange(  # type: ignore[assignment]
                 running, 0, _SCAN - 1, withscores=True
             )
-            for chat_id, score in found:
-                h, *_, lease = self._keys(chat_id)
-                outcome = await self._claim(keys=[h, lease], args=[owner, ttl])
-                if outcome == 1:
-                    claimed.append(chat_id)
-                    if len(claimed) == limit:
-                        break
-                elif outcome == -1:
-                    await self._unlist(keys=[running], args=[chat_id, repr(int(score))])
+            # Claims go in pipelined batches of as many as are still wanted (one round trip
+            # each, never more claims than ``limit``): one round trip per chat made a scan of
+            # a busy index outlast the leases it had taken at its start.
+            while found and len(claimed) < limit:
+                batch, found = found[: limit - len(claimed)], found[limit - len(claimed) :]
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for chat_id, _ in batch:
+                        h, *_, lease = self._keys(chat_id)
+                        await self._claim(keys=[h, lease], args=[owner, ttl], client=pipe)
+                    outcomes = await pipe.execute()
+                    for (chat_id, score), outcome in zip(batch, outcomes, strict=True):
+                        if outcome == 1:
+                            claimed.append(chat_id)
+                        elif outcome == -1:
+                            args = [chat_id, repr(int(score))]
+                            await self._unlist(keys=[running], args=args, client=pipe)
+                    await pipe.execute()
         return tuple(claimed)
 
     async def migrate(self) -> int:
