@@ -608,6 +608,9 @@ class PostgresStore(_Closing):
                     name="agentfsm-store",
                 )
                 await pool.open()
+                if self._closed:  # aclose() ran while the pool was opening: nothing to leak
+                    await pool.close()
+                    raise StoreError(f"{self!r} is closed")
                 self._pool = pool
         return self._pool
 
