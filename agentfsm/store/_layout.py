@@ -16,7 +16,7 @@ import attrs
 from agentfsm.errors import ConcurrentUpdateError, SerializationError, StoreError
 from agentfsm.serde import dumps, loads, unstructure
 from agentfsm.state import Conversation
-from agentfsm.store._base import decode
+from agentfsm.store._base import check_owner, check_save, decode
 
 # --------------------------------------------------------------------------- checkpoints
 #
@@ -409,3 +409,34 @@ async def migrate_all(store: Any, legacy: Callable[[str | None], Awaitable[Seque
                 continue
             count += bool(written)
         after = chat_ids[-1]
+
+
+class PartsStore:
+    """``save`` of a store that keeps chats in parts: the checks every store makes before any
+    I/O, then the store's own ``_write``."""
+
+    async def save(
+        self,
+        conversation: Conversation,
+        expected_version: int | None,
+        *,
+        lease: str | None = None,
+    ) -> None:
+        """Store ``conversation`` if the stored chat is at ``expected_version`` (see ``Store``);
+        with ``lease``, only while no other owner holds a live lease on it (see
+        ``LeaseStore``)."""
+        check_save(conversation, expected_version)
+        if lease is not None:
+            check_owner(lease)
+        await self._write(conversation, expected_version, lease)
+
+    async def _write(
+        self,
+        conversation: Conversation,
+        expected_version: int | None,
+        lease: str | None,
+        *,
+        migrating: bool = False,
+    ) -> bool:
+        """Write ``conversation`` (see ``save``); False if, migrating, it needed no rewrite."""
+        raise NotImplementedError

@@ -18,7 +18,6 @@ from agentfsm.store._base import (
     check_lease_ttl,
     check_limit,
     check_owner,
-    check_save,
     check_user_id,
     decode_cursor,
     default_clock,
@@ -34,6 +33,7 @@ from agentfsm.store._layout import (
     Checkpoint,
     Joined,
     Marks,
+    PartsStore,
     checkpoint_off_loop,
     decode_off_loop,
     decode_parts_off_loop,
@@ -235,7 +235,7 @@ RETURNING chat_id
 _COLUMNS = "chat_id, user_id, agent_name, phase, version, updated_at"
 
 
-class PostgresStore(_Closing):
+class PostgresStore(PartsStore, _Closing):
     """Conversations in PostgreSQL: for many workers on many machines.
 
     One row per chat in ``agentfsm_conversations`` (created if missing) holds the columns
@@ -377,21 +377,6 @@ class PostgresStore(_Closing):
             mark = loaded_mark(conversation, tail)
             self._marks.put(chat_id, conversation.version, mark)
         return conversation
-
-    async def save(
-        self,
-        conversation: Conversation,
-        expected_version: int | None,
-        *,
-        lease: str | None = None,
-    ) -> None:
-        """Store ``conversation`` if the stored chat is at ``expected_version`` (see ``Store``);
-        with ``lease``, only while no other owner holds a live lease on it (see
-        ``LeaseStore``)."""
-        check_save(conversation, expected_version)
-        if lease is not None:
-            check_owner(lease)
-        await self._write(conversation, expected_version, lease)
 
     async def _write(
         self,

@@ -16,7 +16,6 @@ from agentfsm.store._base import (
     check_lease_ttl,
     check_limit,
     check_owner,
-    check_save,
     check_user_id,
     decode_cursor,
     default_clock,
@@ -33,6 +32,7 @@ from agentfsm.store._layout import (
     Joined,
     Mark,
     Marks,
+    PartsStore,
     checkpoint_off_loop,
     decode_off_loop,
     decode_parts_off_loop,
@@ -179,7 +179,7 @@ def _count(value: object) -> object:
     return int(value) if isinstance(value, str) and value.isdigit() else value
 
 
-class RedisStore(_Closing):
+class RedisStore(PartsStore, _Closing):
     """Conversations in Redis: for many workers on many machines.
 
     Each chat is a hash ``{prefix}c{<chat_id>}:h`` (its header: the conversation without
@@ -285,21 +285,6 @@ class RedisStore(_Closing):
         if version == str(conversation.version):
             self._marks.put(chat_id, conversation.version, loaded_mark(conversation, tail))
         return conversation
-
-    async def save(
-        self,
-        conversation: Conversation,
-        expected_version: int | None,
-        *,
-        lease: str | None = None,
-    ) -> None:
-        """Store ``conversation`` if the stored chat is at ``expected_version`` (see ``Store``);
-        with ``lease``, only while no other owner holds a live lease on it (see
-        ``LeaseStore``)."""
-        check_save(conversation, expected_version)
-        if lease is not None:
-            check_owner(lease)
-        await self._write(conversation, expected_version, lease)
 
     async def _write(
         self,

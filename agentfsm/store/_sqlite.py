@@ -23,7 +23,6 @@ from agentfsm.store._base import (
     check_lease_ttl,
     check_limit,
     check_owner,
-    check_save,
     check_user_id,
     decode_cursor,
     default_clock,
@@ -39,6 +38,7 @@ from agentfsm.store._layout import (
     Checkpoint,
     Mark,
     Marks,
+    PartsStore,
     checkpoint_off_loop,
     decode_off_loop,
     decode_parts_off_loop,
@@ -130,7 +130,7 @@ _ADVICE = {
 }
 
 
-class SQLiteStore(_Closing):
+class SQLiteStore(PartsStore, _Closing):
     """Conversations in one SQLite file: the embedded default, no server to run.
 
     The file is opened in WAL mode, so readers never wait for a writer; a save is a
@@ -205,21 +205,6 @@ class SQLiteStore(_Closing):
         if isinstance(tail, str) and version == conversation.version:
             self._marks.put(chat_id, version, loaded_mark(conversation, tail))
         return conversation
-
-    async def save(
-        self,
-        conversation: Conversation,
-        expected_version: int | None,
-        *,
-        lease: str | None = None,
-    ) -> None:
-        """Store ``conversation`` if the stored chat is at ``expected_version`` (see ``Store``);
-        with ``lease``, only while no other owner holds a live lease on it (see
-        ``LeaseStore``)."""
-        check_save(conversation, expected_version)
-        if lease is not None:
-            check_owner(lease)
-        await self._write(conversation, expected_version, lease)
 
     async def _write(
         self,
