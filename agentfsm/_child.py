@@ -17,7 +17,7 @@ from agentfsm.hooks import Emitter
 from agentfsm.state import Conversation
 from agentfsm.usage import Usage
 
-__all__ = ["CHILD", "ChildRun", "link_of", "spent_between"]
+__all__ = ["CHILD", "ChildRun", "link_of"]
 
 
 @attrs.frozen
@@ -46,18 +46,3 @@ def link_of(conversation: Conversation) -> ChildRun | None:
     started; any other run (a different chat) is not linked."""
     link = CHILD.get()
     return link if link is not None and link.chat_id == conversation.chat_id else None
-
-
-def spent_between(before: Conversation, after: Conversation) -> tuple[Usage, Decimal]:
-    """What ``after`` spent beyond ``before`` (the same chat, later)."""
-    a, b = before.usage, after.usage
-    usage = Usage(
-        prompt_tokens=b.prompt_tokens - a.prompt_tokens,
-        completion_tokens=b.completion_tokens - a.completion_tokens,
-        total_tokens=b.total_tokens - a.total_tokens,
-        cached_tokens=b.cached_tokens - a.cached_tokens,
-        reasoning_tokens=b.reasoning_tokens - a.reasoning_tokens,
-        requests=b.requests - a.requests,
-        estimated=b.estimated and b != a,
-    )
-    return usage, after.cost - before.cost

@@ -18,7 +18,7 @@ import openai
 from typing_extensions import TypeVar
 
 from agentfsm import machine, recovery
-from agentfsm._child import link_of, spent_between
+from agentfsm._child import link_of
 from agentfsm._log import get_logger
 from agentfsm.budget import Budget, PricingLike, pricing_function
 from agentfsm.checkpoints import ResultCheckpoints
@@ -593,10 +593,9 @@ class Agent(Generic[OutputT]):
         the tool results that finished are kept, and a save the cancel caught half-way still
         lands before the run is stopped from what was saved.
         """
-        store = self.store
+        store, owner = self.store, recovery.owner(self)
         checkpoints = None
         if store is not None and conversation.phase is Phase.EXECUTING_TOOLS:
-            owner = recovery.owner(self)
 
             async def save(partial: Conversation, expected: int) -> None:
                 await recovery.save(store, partial, expected, owner)
@@ -605,8 +604,7 @@ class Agent(Generic[OutputT]):
         runtime = self._runtime(conversation, debug_print, sink, checkpoints)
         try:
             action = machine.step(runtime, conversation)
-            owner = recovery.owner(self)
-            stepped = await recovery.renewing(self.store, conversation.chat_id, owner, action)
+            stepped = await recovery.renewing(store, conversation.chat_id, owner, action)
         except asyncio.CancelledError as error:
             if store is not None:
                 batch = getattr(error, "agentfsm_batch", None)
@@ -706,7 +704,7 @@ class Agent(Generic[OutputT]):
             if link is not None and (
                 stepped.usage != conversation.usage or stepped.cost != conversation.cost
             ):
-                link.charge(*spent_between(conversation, stepped))
+                link.charge(stepped.usage - conversation.usage, stepped.cost - conversation.cost)
             conversation = stepped
             yield conversation
 

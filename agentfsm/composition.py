@@ -20,7 +20,7 @@ from agentfsm.errors import AgentFSMError, ConfigurationError, SubAgentError
 from agentfsm.messages import AssistantMessage, UserMessage
 from agentfsm.response import AgentResponse
 from agentfsm.state import Conversation, StopReason
-from agentfsm.tools import Tool, ToolContext
+from agentfsm.tools import Tool, ToolContext, format_result
 from agentfsm.wiring import Wiring
 
 __all__ = ["agent_tool", "child_chat_id", "load_children"]
@@ -89,11 +89,7 @@ def agent_tool(
 
 def _message(value: Any) -> str:
     """The user message a child run receives: the model's text, or the typed input as JSON."""
-    if isinstance(value, str):
-        return value
-    from agentfsm.tools import format_result
-
-    return format_result(value)
+    return value if isinstance(value, str) else format_result(value)
 
 
 async def _run_child(

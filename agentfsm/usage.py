@@ -43,5 +43,18 @@ class Usage:
             estimated=self.estimated or other.estimated,
         )
 
+    def __sub__(self, earlier: Usage) -> Usage:
+        """What these totals added since ``earlier`` totals of the same chat (estimated if
+        anything was estimated and something was added)."""
+        return Usage(
+            prompt_tokens=self.prompt_tokens - earlier.prompt_tokens,
+            completion_tokens=self.completion_tokens - earlier.completion_tokens,
+            total_tokens=self.total_tokens - earlier.total_tokens,
+            cached_tokens=self.cached_tokens - earlier.cached_tokens,
+            reasoning_tokens=self.reasoning_tokens - earlier.reasoning_tokens,
+            requests=self.requests - earlier.requests,
+            estimated=self.estimated and self != earlier,
+        )
+
 
 _NOTHING = Usage()

@@ -84,16 +84,21 @@ async def raw_conversation(client: openai.AsyncOpenAI, typed: bool = False) -> s
         {"role": "system", "content": SYSTEM},
         {"role": "user", "content": QUESTION},
     ]
+    extra: dict[str, Any] = {"response_format": REPORT_FORMAT} if typed else {}
+    answer = await raw_loop(client, messages, **extra)
+    return WeatherReport(**json.loads(answer or "{}")).conditions if typed else answer
+
+
+async def raw_loop(client: Any, messages: list[dict[str, Any]], **extra: Any) -> str:
+    """Ask, run the weather tool calls, ask again until an answer; every message (the answer
+    too) is appended to ``messages``, which the caller keeps as the chat's history."""
     for _ in range(10):
-        extra: dict[str, Any] = {"response_format": REPORT_FORMAT} if typed else {}
         completion = await client.chat.completions.create(
             model="scripted-model", messages=messages, tools=TOOLS, **extra
         )
         message = completion.choices[0].message
         if not message.tool_calls:
-            if typed:
-                report = WeatherReport(**json.loads(message.content or "{}"))
-                return report.conditions
+            messages.append({"role": "assistant", "content": message.content or ""})
             return message.content or ""
         messages.append(
             {

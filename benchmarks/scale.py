@@ -55,7 +55,7 @@ if _CACHE.is_dir():  # machines here cannot download tiktoken's encodings
     os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(_CACHE))
 
 import openai  # noqa: E402
-from overhead import QUESTION, SYSTEM, TOOLS, get_weather, get_weather_impl  # noqa: E402
+from overhead import QUESTION, SYSTEM, get_weather, raw_loop  # noqa: E402
 
 from agentfsm import AsyncOpenAISimpleAgent, Conversation  # noqa: E402
 from agentfsm.messages import messages_to_openai  # noqa: E402
@@ -73,32 +73,9 @@ async def raw_chat(client: openai.AsyncOpenAI, redis: Any, chat_id: str) -> str:
         {"role": "system", "content": SYSTEM},
         {"role": "user", "content": QUESTION},
     ]
-    for _ in range(10):
-        completion = await client.chat.completions.create(
-            model="scripted-model", messages=messages, tools=TOOLS
-        )
-        message = completion.choices[0].message
-        if not message.tool_calls:
-            messages.append({"role": "assistant", "content": message.content or ""})
-            await redis.set(f"raw:{chat_id}", json.dumps(messages))
-            return message.content or ""
-        messages.append(
-            {
-                "role": "assistant",
-                "tool_calls": [
-                    {
-                        "id": c.id,
-                        "type": "function",
-                        "function": {"name": c.function.name, "arguments": c.function.arguments},
-                    }
-                    for c in message.tool_calls
-                ],
-            }
-        )
-        for c in message.tool_calls:
-            result = await get_weather_impl(**json.loads(c.function.arguments))
-            messages.append({"role": "tool", "tool_call_id": c.id, "content": result})
-    raise RuntimeError("no final answer")
+    answer = await raw_loop(client, messages)
+    await redis.set(f"raw:{chat_id}", json.dumps(messages))
+    return answer
 
 
 def _say(payload: dict[str, Any]) -> None:

@@ -336,34 +336,9 @@ async def stores(transitions: int, messages: int) -> None:
 async def raw_run(client: Any, start: list[dict[str, Any]]) -> str:
     """``overhead.raw_conversation``'s loop, starting from ``start`` (system prompt, stored
     history, the new question) instead of the system prompt and question alone."""
-    from overhead import TOOLS as WEATHER_TOOLS
-    from overhead import get_weather_impl
+    from overhead import raw_loop
 
-    messages = list(start)
-    for _ in range(10):
-        completion = await client.chat.completions.create(
-            model="scripted-model", messages=messages, tools=WEATHER_TOOLS
-        )
-        message = completion.choices[0].message
-        if not message.tool_calls:
-            return message.content or ""
-        messages.append(
-            {
-                "role": "assistant",
-                "tool_calls": [
-                    {
-                        "id": c.id,
-                        "type": "function",
-                        "function": {"name": c.function.name, "arguments": c.function.arguments},
-                    }
-                    for c in message.tool_calls
-                ],
-            }
-        )
-        for c in message.tool_calls:
-            result = await get_weather_impl(**json.loads(c.function.arguments))
-            messages.append({"role": "tool", "tool_call_id": c.id, "content": result})
-    raise RuntimeError("no final answer")
+    return await raw_loop(client, list(start))
 
 
 def _proc_cpu(pids: list[int]) -> float:
